@@ -1,0 +1,1 @@
+"""Federated Dynamic Sparse Training in TensorFlow Federated."""

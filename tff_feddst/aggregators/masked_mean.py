@@ -1,0 +1,170 @@
+"""Decoding the sparse uploads into masked weighted sums, inside the aggregation.
+
+`(<(), P@CLIENTS, float32@CLIENTS> -> <(), MaskedSums@SERVER, M@SERVER>)`
+
+Built on `tff.federated_aggregate`, whose `accumulate` decodes each client's
+payload (as TFF's encoded aggregators do), so only the encoded payload crosses
+the client -> server boundary. Per masked kernel the accumulator keeps two
+forms, because `zero` cannot read the server's global mask:
+
+* clients that sent a mask (they readjusted): values scattered into dense
+  position sums, their weighted mask votes and the count of clients keeping
+  each weight;
+* clients that sent none (their mask is the global one): values summed as
+  fixed-length vectors in global-mask order, scattered by the finalizer, which
+  knows the global mask.
+
+Unmasked params get a plain weighted sum. A client whose payload holds a NaN
+or Inf is left out of every sum and counted in `dropped_clients`.
+The finalizer turns the sums into the masked weighted mean.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_feddst.aggregators import encoding
+from tff_feddst.templates.layout import ModelLayout
+
+
+def zero_sums(layout: ModelLayout) -> collections.OrderedDict:
+  """The accumulator: per-kernel lists of sums, then dense sums and totals."""
+  sizes, live = layout.kernel_sizes, layout.live_counts
+  return collections.OrderedDict(
+      kernel_sums=[tf.zeros([n], tf.float32) for n in sizes],
+      vote_weights=[tf.zeros([n], tf.float32) for n in sizes],
+      vote_counts=[tf.zeros([n], tf.float32) for n in sizes],
+      fixed_sums=[tf.zeros([n], tf.float32) for n in live],
+      fixed_weights=[tf.zeros([], tf.float32) for _ in sizes],
+      fixed_counts=[tf.zeros([], tf.float32) for _ in sizes],
+      dense_sums=[tf.zeros(s.shape, tf.float32) for s in layout.dense_specs],
+      total_weight=tf.zeros([], tf.float32),
+      clients=tf.zeros([], tf.int32),
+      dropped_clients=tf.zeros([], tf.int32),
+  )
+
+
+def _is_finite(payload) -> tf.Tensor:
+  checks = [tf.reduce_all(tf.math.is_finite(t))
+            for t in payload['values'] + payload['dense']]
+  return tf.reduce_all(tf.stack(checks))
+
+
+def accumulate(layout: ModelLayout, acc, payload, weight):
+  """Adds one client's payload, decoding its masks where it sent them."""
+  acc = collections.OrderedDict(acc)
+  finite = _is_finite(payload)
+  weight = tf.where(finite, tf.cast(weight, tf.float32), 0.0)
+  take = tf.cast(finite, tf.float32)
+  fields = ('kernel_sums', 'vote_weights', 'vote_counts', 'fixed_sums',
+            'fixed_weights', 'fixed_counts')
+  new = {f: [] for f in fields}
+  for i, size in enumerate(layout.kernel_sizes):
+    values = tf.where(finite, payload['values'][i], 0.0)
+    packed = payload['masks'][i]
+    current = [acc[f][i] for f in fields]
+
+    def with_mask(values=values, packed=packed, current=current, size=size):
+      ks, vw, vc, fs, fw, fc = current
+      mask = tf.cast(encoding.unpack_bits(packed, size), tf.float32)
+      dense = encoding.scatter_values(values, mask)
+      return (ks + weight * dense, vw + weight * mask, vc + take * mask,
+              fs, fw, fc)
+
+    def without_mask(values=values, current=current, n=layout.live_counts[i]):
+      ks, vw, vc, fs, fw, fc = current
+      values = tf.ensure_shape(tf.reshape(values, [n]), [n])
+      return ks, vw, vc, fs + weight * values, fw + weight, fc + take
+
+    out = tf.cond(tf.size(packed) > 0, with_mask, without_mask)
+    for f, o in zip(fields, out):
+      new[f].append(o)
+  acc.update(new)
+  acc['dense_sums'] = [s + weight * tf.where(finite, tf.cast(d, tf.float32), 0.0)
+                       for s, d in zip(acc['dense_sums'], payload['dense'])]
+  acc['total_weight'] += weight
+  acc['clients'] += 1
+  acc['dropped_clients'] += 1 - tf.cast(finite, tf.int32)
+  return acc
+
+
+def merge(a, b):
+  return tf.nest.map_structure(tf.add, a, b)
+
+
+class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
+  """Weighted aggregation of sparse payloads into `MaskedSums` at the server."""
+
+  def __init__(self, layout: ModelLayout):
+    self._layout = layout
+
+  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+    layout = self._layout
+
+    @tff.tensorflow.computation
+    def zero_fn():
+      return zero_sums(layout)
+
+    acc_type = zero_fn.type_signature.result
+
+    @tff.tensorflow.computation(acc_type, (value_type, weight_type))
+    def accumulate_fn(acc, value):
+      payload, weight = value
+      return accumulate(layout, acc, payload, weight)
+
+    @tff.tensorflow.computation(acc_type, acc_type)
+    def merge_fn(a, b):
+      return merge(a, b)
+
+    @tff.tensorflow.computation(acc_type)
+    def report_fn(acc):
+      return acc
+
+    @tff.tensorflow.computation(acc_type)
+    def measure_fn(acc):
+      senders = tf.reduce_max(tf.stack(
+          [tf.reduce_max(c) for c in acc['vote_counts']]))
+      return collections.OrderedDict(
+          clients=acc['clients'], dropped_clients=acc['dropped_clients'],
+          max_mask_votes=senders)
+
+    @tff.federated_computation()
+    def init_fn():
+      return tff.federated_value((), tff.SERVER)
+
+    @tff.federated_computation(init_fn.type_signature.result,
+                               tff.FederatedType(value_type, tff.CLIENTS),
+                               tff.FederatedType(weight_type, tff.CLIENTS))
+    def next_fn(state, value, weight):
+      sums = tff.federated_aggregate(tff.federated_zip((value, weight)),
+                                     zero_fn(), accumulate_fn, merge_fn,
+                                     report_fn)
+      return tff.templates.MeasuredProcessOutput(
+          state, sums, tff.federated_map(measure_fn, sums))
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+def masked_mean(layout: ModelLayout, sums, global_masks):
+  """(kernel means, weighted votes, vote counts, dense means) from the sums.
+
+  Each kernel entry is averaged over the clients whose mask keeps it, weighted
+  by their example counts; entries no client keeps are 0.
+  """
+  means, weights, counts = [], [], []
+  for i, g in enumerate(global_masks):
+    g_flat = tf.reshape(tf.cast(g, tf.float32), [-1])
+    total = sums['kernel_sums'][i] + encoding.scatter_values(
+        sums['fixed_sums'][i], g_flat)
+    w = sums['vote_weights'][i] + g_flat * sums['fixed_weights'][i]
+    c = sums['vote_counts'][i] + g_flat * sums['fixed_counts'][i]
+    means.append(tf.reshape(tf.math.divide_no_nan(total, w), tf.shape(g)))
+    weights.append(tf.reshape(w, tf.shape(g)))
+    counts.append(tf.reshape(c, tf.shape(g)))
+  dense = [tf.math.divide_no_nan(s, sums['total_weight'])
+           for s in sums['dense_sums']]
+  return means, weights, counts, dense
+

@@ -1,0 +1,226 @@
+"""Federated Dynamic Sparse Training as a `tff.learning.templates.LearningProcess`.
+
+Bibikar, Vikalo, Wang, Chen. "Federated Dynamic Sparse Training: Computing
+Less, Communicating Less, Yet Learning Better." AAAI 2022.
+
+One builder composes a sparse distributor, the masked client work, the masked
+sum aggregator and the mask finalizer with `compose_learning_process`.
+FedAvg (S=0), FedAvgM (S=0 + server momentum), FedProx (μ>0), RandomMask
+(S>0, α=0) and FedDST+FedProx are the same builder with other arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_feddst import models as models_lib
+from tff_feddst import sparsity as sparsity_lib
+from tff_feddst.aggregators import masked_mean
+from tff_feddst.templates import client_work as client_work_lib
+from tff_feddst.templates import distributor as distributor_lib
+from tff_feddst.templates import finalizer as finalizer_lib
+from tff_feddst.templates import layout as layout_lib
+
+OptimizerArg = (tff.learning.optimizers.Optimizer |
+                Callable[[], tff.learning.optimizers.Optimizer])
+
+
+def _optimizer(arg: OptimizerArg | None, name: str):
+  if arg is None or isinstance(arg, tff.learning.optimizers.Optimizer):
+    return arg
+  if callable(arg):
+    opt = arg()
+    if isinstance(opt, tff.learning.optimizers.Optimizer):
+      return opt
+  raise TypeError(
+      f'{name} must be a tff.learning.optimizers.Optimizer (e.g. '
+      f'tff.learning.optimizers.build_sgdm(0.01, momentum=0.9)) or a no-arg '
+      f'callable returning one; got {arg!r}. Keras optimizers are not supported.')
+
+
+def _loss(loss_fn) -> tf.keras.losses.Loss:
+  loss = loss_fn if isinstance(loss_fn, tf.keras.losses.Loss) else loss_fn()
+  if not isinstance(loss, tf.keras.losses.Loss):
+    raise TypeError('loss_fn must be a tf.keras.losses.Loss or a no-arg '
+                    f'callable returning one; got {loss_fn!r}.')
+  return loss
+
+
+def _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
+                readjustment_end_round, prox_mu, min_votes, client_epochs,
+                client_weight_decay, regrowth_gradient_batches):
+  checks = [
+      (0.0 <= sparsity < 1.0, 'sparsity', 'in [0, 1)', sparsity),
+      (0.0 <= readjustment_ratio <= 1.0, 'readjustment_ratio', 'in [0, 1]',
+       readjustment_ratio),
+      (rounds_between_readjustments >= 1, 'rounds_between_readjustments',
+       '>= 1', rounds_between_readjustments),
+      (readjustment_end_round >= 0, 'readjustment_end_round', '>= 0',
+       readjustment_end_round),
+      (prox_mu >= 0.0, 'prox_mu', '>= 0', prox_mu),
+      (min_votes >= 0, 'min_votes', '>= 0', min_votes),
+      (client_epochs >= 1, 'client_epochs', '>= 1', client_epochs),
+      (client_weight_decay >= 0.0, 'client_weight_decay', '>= 0',
+       client_weight_decay),
+      (regrowth_gradient_batches >= 1, 'regrowth_gradient_batches', '>= 1',
+       regrowth_gradient_batches),
+  ]
+  for ok, name, expected, value in checks:
+    if not ok:
+      raise ValueError(f'{name} must be {expected}, got {value!r}.')
+
+
+def build_weighted_feddst(
+    model_fn: Callable[[], tf.keras.Model],
+    *,
+    loss_fn: Any,
+    input_spec: Any,
+    metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] | None = None,
+    client_optimizer_fn: OptimizerArg,
+    server_optimizer_fn: OptimizerArg | None = None,
+    sparsity: float,
+    sparsity_distribution: str = 'feddst_erk',
+    readjustment_ratio: float,
+    rounds_between_readjustments: int = 10,
+    readjustment_end_round: int = 0,
+    readjustment_schedule: str = 'cosine',
+    prox_mu: float = 0.0,
+    min_votes: int = 0,
+    seed: int | None = None,
+    client_epochs: int = 1,
+    client_weight_decay: float = 0.0,
+    regrowth_gradient_batches: int = 1,
+    loop_implementation: tff.learning.LoopImplementation = (
+        tff.learning.LoopImplementation.DATASET_ITERATOR),
+) -> tff.learning.templates.LearningProcess:
+  """Builds FedDST (and, by its arguments, FedAvg/FedAvgM/FedProx/RandomMask).
+
+  Args:
+    model_fn: no-arg callable returning a new, plain (unwrapped) Sequential or
+      functional Keras model; the library wraps it with TF-MOT.
+    loss_fn: a `tf.keras.losses.Loss` or a no-arg callable returning one.
+    input_spec: the batch spec, as in `tff.learning.models.from_keras_model`.
+    metrics_fn: no-arg callable returning a list of Keras metrics.
+    client_optimizer_fn: a `tff.learning.optimizers.Optimizer` (or no-arg
+      callable returning one); the paper uses SGD lr 0.01, momentum 0.9.
+    server_optimizer_fn: optional server optimizer applied to the
+      pseudo-gradient W - mean (FedAvgM: SGD with momentum). None: W := mean.
+    sparsity: global sparsity S of the prunable kernels, in [0, 1).
+    sparsity_distribution: 'feddst_erk' (reference), 'erk', 'er', 'uniform'.
+    readjustment_ratio: α, the fraction of live weights readjusted.
+    rounds_between_readjustments: R_adj.
+    readjustment_end_round: R_end; no readjustment from this round on.
+    readjustment_schedule: 'cosine' (α_r decays to 0 at R_end) or 'constant'.
+    prox_mu: FedProx μ; adds μ (w - w_global) to every client gradient.
+    min_votes: a weight enters the union mask when at least this many clients
+      (and at least one) keep it.
+    seed: seeds the random init (via `tf.keras.utils.set_random_seed`).
+    client_epochs: E, local epochs over each client's dataset.
+    client_weight_decay: L2 strength λ added to the client gradient as λ w
+      (coupled weight decay, as torch's SGD `weight_decay` in the reference);
+      the paper uses 1e-3.
+    regrowth_gradient_batches: batches of the client's data whose summed dense
+      gradient ranks the weights to regrow (the reference uses one).
+    loop_implementation: the local training loop (`tff.learning`).
+  """
+  _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
+              readjustment_end_round, prox_mu, min_votes, client_epochs,
+              client_weight_decay, regrowth_gradient_batches)
+  if sparsity_distribution not in sparsity_lib.DISTRIBUTIONS:
+    raise ValueError(f'sparsity_distribution must be one of '
+                     f'{sparsity_lib.DISTRIBUTIONS}, got {sparsity_distribution!r}.')
+  sparsity_lib.schedules.check_schedule(readjustment_schedule)
+  client_optimizer = _optimizer(client_optimizer_fn, 'client_optimizer_fn')
+  if client_optimizer is None:
+    raise TypeError('client_optimizer_fn is required.')
+  server_optimizer = _optimizer(server_optimizer_fn, 'server_optimizer_fn')
+  _loss(loss_fn)  # Fail early on a bad loss.
+
+  # Initial weights, computed eagerly once so that `seed` fixes them.
+  if seed is not None:
+    tf.keras.utils.set_random_seed(seed)
+  initial_model = models_lib.make_prunable(model_fn())
+  models_lib.apply_initial_masks(initial_model, sparsity, sparsity_distribution)
+  layout = layout_lib.build_layout(initial_model, sparsity, sparsity_distribution)
+  initial_trainable = [v.numpy() for v in initial_model.trainable_weights]
+  initial_non_trainable = [v.numpy() for v in initial_model.non_trainable_weights]
+  logging.info('FedDST layer densities (%s, S=%.3f): %s', sparsity_distribution,
+               sparsity, ', '.join(
+                   f'{n}={c / s:.4f}' for n, c, s in zip(
+                       layout.kernel_names, layout.live_counts,
+                       layout.kernel_sizes)))
+  del initial_model
+
+  @tff.tensorflow.computation
+  def initial_model_weights_fn():
+    return tff.learning.models.ModelWeights(
+        [tf.constant(w) for w in initial_trainable],
+        [tf.constant(w) for w in initial_non_trainable])
+
+  weights_type = initial_model_weights_fn.type_signature.result
+
+  def models_fn():
+    keras_model = models_lib.make_prunable(model_fn(), log=False)
+    loss = _loss(loss_fn)
+    model = tff.learning.models.from_keras_model(
+        keras_model, loss=loss, input_spec=input_spec,
+        metrics=metrics_fn() if metrics_fn else None)
+    return keras_model, model, loss
+
+  distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
+  payload_type = distributor.next.type_signature.result.result.member
+  data_type = tff.SequenceType(tff.types.tensorflow_to_type(input_spec))
+  client_work = client_work_lib.build_masked_client_work(
+      models_fn, layout, payload_type, data_type,
+      optimizer=client_optimizer,
+      training=client_work_lib.LocalTrainingConfig(
+          epochs=client_epochs, weight_decay=client_weight_decay,
+          prox_mu=prox_mu),
+      readjustment=client_work_lib.ReadjustmentConfig(
+          fraction=readjustment_ratio,
+          rounds_between=rounds_between_readjustments,
+          end_round=readjustment_end_round,
+          schedule=readjustment_schedule,
+          gradient_batches=regrowth_gradient_batches),
+      loop_implementation=loop_implementation)
+  client_result_type = client_work.next.type_signature.result.result.member
+  aggregator = masked_mean.MaskedSumFactory(layout).create(
+      client_result_type.update, client_result_type.update_weight)
+  sums_type = aggregator.next.type_signature.result.result.member
+  finalizer = finalizer_lib.build_mask_finalizer(
+      layout, weights_type, sums_type, server_optimizer=server_optimizer,
+      min_votes=min_votes)
+  return tff.learning.templates.compose_learning_process(
+      initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
+
+
+def keras_model_from_weights(model_fn: Callable[[], tf.keras.Model],
+                             weights: tff.learning.models.ModelWeights, *,
+                             strip: bool = True) -> tf.keras.Model:
+  """A Keras model holding `weights` (e.g. `process.get_model_weights(state)`).
+
+  With `strip` (default) the result is a plain Keras model whose kernels are
+  multiplied by their masks, ready for evaluation and export; otherwise the
+  TF-MOT-wrapped model with its masks.
+  """
+  model = models_lib.make_prunable(model_fn(), log=False)
+  trainable = [np.asarray(w) for w in weights.trainable]
+  non_trainable = [np.asarray(w) for w in weights.non_trainable]
+  if len(trainable) != len(model.trainable_weights) or len(
+      non_trainable) != len(model.non_trainable_weights):
+    raise ValueError('weights do not match the model built by model_fn: '
+                     f'{len(trainable)}/{len(non_trainable)} trainable/'
+                     f'non-trainable arrays for a model with '
+                     f'{len(model.trainable_weights)}/'
+                     f'{len(model.non_trainable_weights)}.')
+  for v, w in zip(model.trainable_weights, trainable):
+    v.assign(w)
+  for v, w in zip(model.non_trainable_weights, non_trainable):
+    v.assign(w)
+  return models_lib.strip(model) if strip else model

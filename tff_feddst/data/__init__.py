@@ -1,0 +1,59 @@
+"""Datasets for FedDST: local-file readers, seeded partitions, TFF ClientData."""
+
+from tff_feddst.data.federated import (
+    EMNIST_FILENAME,
+    PARTITIONS,
+    FederatedData,
+    build_federated_data,
+    load_emnist,
+    preprocess,
+)
+from tff_feddst.data.partition import (
+    Partition,
+    PartitionSummary,
+    dirichlet_partition,
+    iid_partition,
+    k_class_partition,
+)
+from tff_feddst.data.sources import (
+    DATASET_NAMES,
+    DEBIAN_FASHION_MNIST_DIR,
+    CentralizedData,
+    CorruptDatasetError,
+    DatasetNotFoundError,
+    load,
+    load_cifar10,
+    load_cifar100,
+    load_digits,
+    load_fashion_mnist,
+    load_mnist,
+    make_synthetic,
+    read_idx,
+)
+
+__all__ = [
+    'CentralizedData',
+    'CorruptDatasetError',
+    'DATASET_NAMES',
+    'DEBIAN_FASHION_MNIST_DIR',
+    'DatasetNotFoundError',
+    'EMNIST_FILENAME',
+    'FederatedData',
+    'PARTITIONS',
+    'Partition',
+    'PartitionSummary',
+    'build_federated_data',
+    'dirichlet_partition',
+    'iid_partition',
+    'k_class_partition',
+    'load',
+    'load_cifar10',
+    'load_cifar100',
+    'load_digits',
+    'load_emnist',
+    'load_fashion_mnist',
+    'load_mnist',
+    'make_synthetic',
+    'preprocess',
+    'read_idx',
+]

@@ -1,0 +1,231 @@
+"""The TFF execution context, owned by this library.
+
+TFF 0.87's default context starts TFF's C++ `worker_binary` on first use and
+leaves it running after Python exits, with the parent's stdout still open: a
+pipe reading the program (CI included) then never ends. This module starts the
+worker itself, so that it can guarantee the worker's end:
+
+* the child asks the kernel for `SIGKILL` when its parent dies
+  (`prctl(PR_SET_PDEATHSIG)`), which covers `SIGKILL`/`SIGTERM` of Python and
+  `os._exit`;
+* an `atexit` hook terminates and reaps it on a normal exit or an uncaught
+  exception;
+* its stdout/stderr go to a log file or `/dev/null`, never to ours.
+
+The same `Runtime` connects to already-running remote workers given as
+`host:port` addresses; with several workers a round's clients are split across
+them through TFF's mergeable execution context.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Sequence
+
+from absl import logging
+import grpc
+import tensorflow_federated as tff
+
+_PR_SET_PDEATHSIG = 1
+_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
+_GRPC_OPTIONS = [
+    ('grpc.max_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_receive_message_length', _GRPC_MAX_MESSAGE_BYTES),
+    ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
+]
+
+
+class WorkerUnavailableError(RuntimeError):
+  """A TFF worker did not answer (never started, or died mid-run)."""
+
+
+def worker_binary_path() -> str:
+  """Path of the C++ executor service that ships inside the TFF wheel."""
+  path = os.path.join(os.path.dirname(tff.__file__), 'data', 'worker_binary')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f'TFF worker binary not found at {path}; reinstall '
+        'tensorflow-federated==0.87.0 (uv sync).')
+  return path
+
+
+def _die_with_parent(parent_pid: int) -> None:
+  """Runs in the forked child before exec: SIGKILL me when my parent dies."""
+  libc = ctypes.CDLL('libc.so.6', use_errno=True)
+  libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+  if os.getppid() != parent_pid:  # The parent died before prctl took effect.
+    os._exit(1)
+
+
+def _free_port() -> int:
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    sock.bind(('127.0.0.1', 0))
+    return sock.getsockname()[1]
+
+
+@dataclasses.dataclass
+class LocalWorker:
+  """A `worker_binary` process started by, and dying with, this process."""
+
+  process: subprocess.Popen
+  address: str
+
+  @classmethod
+  def start(cls, *, max_message_mb: int = 2000,
+            log_path: str | None = None) -> 'LocalWorker':
+    if threading.current_thread() is not threading.main_thread():
+      # PDEATHSIG fires when the *thread* that forked exits.
+      logging.warning('Starting a TFF worker from a non-main thread: it will be '
+                      'killed when that thread ends.')
+    port = _free_port()
+    args = [worker_binary_path(), f'--port={port}',
+            f'--grpc_max_message_length_megabytes={max_message_mb}']
+    with contextlib.ExitStack() as stack:
+      out = (stack.enter_context(open(log_path, 'ab')) if log_path
+             else subprocess.DEVNULL)
+      process = subprocess.Popen(
+          args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+          preexec_fn=lambda pid=os.getpid(): _die_with_parent(pid),
+          close_fds=True)
+    logging.info('Started TFF worker pid %d on port %d', process.pid, port)
+    return cls(process=process, address=f'127.0.0.1:{port}')
+
+  def stop(self, timeout: float = 10.0) -> None:
+    if self.process.poll() is None:
+      self.process.terminate()
+      try:
+        self.process.wait(timeout)
+      except subprocess.TimeoutExpired:
+        self.process.kill()
+        self.process.wait()
+
+
+def _connect(address: str, timeout: float) -> tff.framework.RemoteExecutorGrpcStub:
+  channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
+  try:
+    grpc.channel_ready_future(channel).result(timeout=timeout)
+  except grpc.FutureTimeoutError as e:
+    raise WorkerUnavailableError(
+        f'TFF worker at {address} did not answer within {timeout:.0f} s. Start '
+        f'it with `{worker_binary_path()} --port=PORT` on that machine.') from e
+  return tff.framework.RemoteExecutorGrpcStub(channel)
+
+
+def _executor_factory(stub, address: str) -> tff.framework.ExecutorFactory:
+  def stack_fn(cardinalities):
+    if not stub.is_ready:
+      raise WorkerUnavailableError(f'TFF worker at {address} is not reachable '
+                                   '(it died or was stopped).')
+    cardinalities.setdefault(tff.CLIENTS, 0)  # As TFF's local factory does.
+    executor = tff.framework.RemoteExecutor(stub)
+    executor.set_cardinalities(cardinalities)
+    return executor
+  return tff.framework.ResourceManagingExecutorFactory(stack_fn)
+
+
+def _context_kwargs():
+  return dict(compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+              transform_args=tff.tensorflow.transform_args,
+              transform_result=tff.tensorflow.transform_result)
+
+
+class Runtime:
+  """Owns TFF's default execution context and the workers behind it.
+
+  `Runtime()` starts one local worker. `Runtime(workers=['h1:p', 'h2:p'])`
+  connects to running workers and splits each round's clients across them.
+  Use as a context manager, or call `close()`; an atexit hook closes it too.
+  """
+
+  def __init__(self, workers: Sequence[str] = (), *,
+               max_message_mb: int = 2000, log_dir: str | None = None,
+               connect_timeout: float = 60.0):
+    self.local_workers: list[LocalWorker] = []
+    self._closed = False
+    if not workers:
+      log_path = os.path.join(log_dir, 'tff_worker.log') if log_dir else None
+      self.local_workers.append(
+          LocalWorker.start(max_message_mb=max_message_mb, log_path=log_path))
+      workers = [w.address for w in self.local_workers]
+    self.addresses = list(workers)
+    atexit.register(self.close)
+    try:
+      stubs = [_connect(a, connect_timeout) for a in self.addresses]
+      factories = [_executor_factory(s, a) for s, a in zip(stubs, self.addresses)]
+      if len(factories) == 1:
+        self.context = tff.framework.SyncExecutionContext(
+            factories[0], **_context_kwargs())
+      else:
+        self.context = tff.framework.MergeableCompExecutionContext(
+            [tff.framework.AsyncExecutionContext(f, **_context_kwargs())
+             for f in factories],
+            compiler_fn=tff.backends.native.compile_to_mergeable_comp_form)
+    except BaseException:
+      self.close()
+      raise
+    tff.framework.set_default_context(self.context)
+
+  def check_workers(self) -> None:
+    """Raises `WorkerUnavailableError` naming the first dead worker."""
+    for address in self.addresses:
+      local = [w for w in self.local_workers if w.address == address]
+      if local and local[0].process.poll() is not None:
+        raise WorkerUnavailableError(
+            f'TFF worker at {address} exited with code '
+            f'{local[0].process.returncode}.')
+      channel = grpc.insecure_channel(address)
+      try:
+        grpc.channel_ready_future(channel).result(timeout=5)
+      except grpc.FutureTimeoutError as e:
+        raise WorkerUnavailableError(
+            f'TFF worker at {address} is not reachable.') from e
+      finally:
+        channel.close()
+
+  def close(self) -> None:
+    if self._closed:
+      return
+    self._closed = True
+    with contextlib.suppress(Exception):
+      if tff.framework.get_context_stack().current is getattr(
+          self, 'context', None):
+        tff.test.set_no_default_context()
+    for worker in self.local_workers:
+      worker.stop()
+    atexit.unregister(self.close)
+
+  def __enter__(self) -> 'Runtime':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+_DEFAULT: Runtime | None = None
+
+
+def ensure_runtime(workers: Sequence[str] = (), **kwargs) -> Runtime:
+  """The process-wide runtime, started on first call (library entry points)."""
+  global _DEFAULT
+  if _DEFAULT is None or _DEFAULT._closed:  # pylint: disable=protected-access
+    _DEFAULT = Runtime(workers, **kwargs)
+  elif list(workers) and list(workers) != _DEFAULT.addresses:
+    _DEFAULT.close()
+    _DEFAULT = Runtime(workers, **kwargs)
+  return _DEFAULT
+
+
+def shutdown() -> None:
+  """Closes the process-wide runtime, if any."""
+  global _DEFAULT
+  if _DEFAULT is not None:
+    _DEFAULT.close()
+    _DEFAULT = None

@@ -1,0 +1,97 @@
+"""Mask edits as plain TF functions: magnitude prune, gradient regrow, readjust.
+
+Masks are float tensors of 0/1 with the kernel's shape (TF-MOT's convention).
+Every function works per layer on flattened values, is deterministic (ties go
+to the lower flat index), and is shared by the client (readjustment) and the
+server (re-pruning the union of client masks).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+
+def _scatter_ones(indices, like):
+  flat = tf.scatter_nd(tf.expand_dims(indices, 1),
+                       tf.ones_like(indices, dtype=like.dtype),
+                       tf.shape(tf.reshape(like, [-1]), out_type=indices.dtype))
+  return tf.reshape(flat, tf.shape(like))
+
+
+def _top_k_indices(scores, k):
+  """Flat indices of the k largest scores; equal scores: lower index first."""
+  return tf.math.top_k(tf.reshape(scores, [-1]), k=k, sorted=True).indices
+
+
+def prune_by_magnitude(weights, mask, num_keep):
+  """Mask keeping the `num_keep` largest |w| among the live weights.
+
+  `num_keep` must not exceed the number of live weights.
+  """
+  live = mask > 0
+  scores = tf.where(live, tf.abs(weights), -tf.ones_like(weights))
+  keep = _top_k_indices(scores, tf.cast(num_keep, tf.int32))
+  return _scatter_ones(keep, mask)
+
+
+def regrow_by_gradient(grads, mask, num_grow, *, candidates=None):
+  """Mask plus the `num_grow` dead weights with the largest |grad|.
+
+  Args:
+    grads: dense gradient of the loss with respect to the kernel.
+    mask: current mask.
+    num_grow: how many to revive; must not exceed the number of candidates.
+    candidates: optional 0/1 tensor restricting which dead weights may grow
+      (defaults to all dead weights).
+  """
+  dead = mask <= 0
+  if candidates is not None:
+    dead = tf.logical_and(dead, candidates > 0)
+  scores = tf.where(dead, tf.abs(grads), -tf.ones_like(grads))
+  grow = _top_k_indices(scores, tf.cast(num_grow, tf.int32))
+  return mask + _scatter_ones(grow, mask)
+
+
+class Readjustment(NamedTuple):
+  mask: tf.Tensor      # the new mask, same number of live weights
+  weights: tf.Tensor   # weights * new mask; regrown weights are exactly 0
+  num_pruned: tf.Tensor  # == number regrown
+
+
+def readjust(weights, grads, mask, fraction) -> Readjustment:
+  """Prune floor(fraction * live) by |w|, regrow as many by |grad| (FedDST).
+
+  Regrowth draws only from weights that were dead *before* this call, so the
+  pruned and regrown sets are disjoint and the density is unchanged. Regrown
+  weights start at 0 (RigL, FedDST).
+  """
+  num_live = tf.cast(tf.reduce_sum(mask), tf.int32)
+  num_dead = tf.size(mask) - num_live
+  k = tf.cast(tf.floor(tf.cast(fraction, tf.float32) *
+                       tf.cast(num_live, tf.float32)), tf.int32)
+  k = tf.minimum(k, num_dead)
+  kept = prune_by_magnitude(weights, mask, num_live - k)
+  new_mask = regrow_by_gradient(grads, kept, k, candidates=1.0 - mask)
+  return Readjustment(new_mask, weights * kept, k)
+
+
+def keep_top_k_lexicographic(keys, k):
+  """0/1 mask keeping the k positions that rank highest by `keys`.
+
+  `keys` is a list of same-shaped tensors, most significant first; remaining
+  ties go to the lower flat index. Built from stable sorts, least significant
+  key first.
+  """
+  flat = [tf.reshape(key, [-1]) for key in keys]
+  order = tf.range(tf.size(flat[0]))
+  for key in reversed(flat):
+    order = tf.gather(order, tf.argsort(tf.gather(key, order),
+                                        direction='DESCENDING', stable=True))
+  return _scatter_ones(order[:k], tf.cast(keys[0], tf.float32))
+
+
+def hamming_distance(mask_a, mask_b):
+  """Number of positions where two 0/1 masks differ."""
+  return tf.reduce_sum(tf.cast(tf.not_equal(mask_a > 0, mask_b > 0), tf.int64))

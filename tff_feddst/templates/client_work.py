@@ -1,0 +1,247 @@
+"""Masked local training with FedDST's readjustment, as a `ClientWorkProcess`.
+
+`(<S@SERVER, P@CLIENTS, {B*}@CLIENTS> -> <S@SERVER, ClientResult@CLIENTS, M@SERVER>)`
+
+Each client decodes the sparse payload P (weights + mask), trains E epochs of
+SGD with the mask re-applied after every optimizer step (so masked weights stay
+exactly 0), optionally with weight decay and the FedProx term, and on
+readjustment rounds prunes α_r of its live weights by |w| and regrows as many
+by |dense gradient| (Bibikar et al., "Federated Dynamic Sparse Training",
+AAAI 2022, Alg. 1). The client optimizer's state lives for one round only, so
+regrown weights also start with fresh optimizer state. It uploads the sparse
+payload: live values, its mask packed to bits only if it changed, and the
+dense params.
+
+The server-side state counts rounds (which drive α_r) and the cumulative bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Mapping
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+from tensorflow_federated.python.learning import loop_builder
+
+from tff_feddst import sparsity as sparsity_lib
+from tff_feddst.aggregators import encoding
+from tff_feddst.templates.layout import ModelLayout
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadjustmentConfig:
+  """When and how much clients readjust their masks (see `sparsity.schedules`)."""
+  fraction: float = 0.0               # α
+  rounds_between: int = 10            # R_adj
+  end_round: int = 0                  # R_end
+  schedule: str = 'cosine'
+  gradient_batches: int = 1           # batches for the regrowth gradient
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalTrainingConfig:
+  epochs: int = 1
+  weight_decay: float = 0.0           # added to the gradient: g + λ w
+  prox_mu: float = 0.0                # FedProx: g + μ (w - w_global)
+
+
+def _batch_xy(batch):
+  if isinstance(batch, Mapping):
+    return batch['x'], batch['y']
+  return batch[0], batch[1]
+
+
+def _build_client_update(models_fn, layout: ModelLayout,
+                         optimizer: tff.learning.optimizers.Optimizer,
+                         training: LocalTrainingConfig,
+                         readjustment: ReadjustmentConfig,
+                         loop: Callable):
+  """The client's tf.function; models_fn -> (keras_model, variable_model, loss)."""
+  keras_model, model, loss_obj = models_fn()
+  trainable = list(keras_model.trainable_weights)
+  non_trainable = list(keras_model.non_trainable_weights)
+  kernel_vars = [trainable[i] for i in layout.kernel_index]
+  mask_vars = [non_trainable[i] for i in layout.mask_index]
+  positions = tf.constant(layout.output_positions, tf.float64)
+  dense_fwd_flops = 2.0 * float(np.dot(layout.kernel_sizes,
+                                       layout.output_positions))
+
+  def assign_all(variables, values):
+    for v, x in zip(variables, values):
+      v.assign(x)
+
+  def regrowth_gradients(data):
+    grads = tuple(tf.zeros_like(k) for k in kernel_vars)
+    for batch in data.take(readjustment.gradient_batches):
+      x, y = _batch_xy(batch)
+      with tf.GradientTape() as tape:
+        loss = loss_obj(y, keras_model(x, training=False))
+      grads = tuple(a + b for a, b in zip(grads, tape.gradient(loss, kernel_vars)))
+    return grads
+
+  @tf.function
+  def client_update(payload, data, fraction, readjust):
+    received_masks = [encoding.decode_mask(p, s) for p, s in
+                      zip(payload['masks'], layout.kernel_shapes)]
+    kernels = [encoding.scatter_values(v, m)
+               for v, m in zip(payload['values'], received_masks)]
+    new_trainable, new_non_trainable = layout.merge(
+        kernels, received_masks, payload['dense'])
+    assign_all(trainable, new_trainable)
+    assign_all(non_trainable, new_non_trainable)
+    global_trainable = [tf.identity(v) for v in trainable]
+
+    def reduce_fn(state, batch):
+      num_examples, opt_state = state
+      with tf.GradientTape() as tape:
+        output = model.forward_pass(batch, training=True)
+      grads = tape.gradient(output.loss, trainable)
+      if training.weight_decay:
+        grads = [g + training.weight_decay * w for g, w in zip(grads, trainable)]
+      if training.prox_mu:
+        grads = [g + training.prox_mu * (w - w0)
+                 for g, w, w0 in zip(grads, trainable, global_trainable)]
+      opt_state, updated = optimizer.next(opt_state, tuple(trainable),
+                                          tuple(grads))
+      assign_all(trainable, updated)
+      for k, m in zip(kernel_vars, mask_vars):
+        k.assign(k * m)
+      num_examples += tf.cast(tf.shape(_batch_xy(batch)[1])[0], tf.int64)
+      return num_examples, opt_state
+
+    def initial_state():
+      specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
+      return tf.constant(0, tf.int64), optimizer.initialize(specs)
+
+    num_examples, _ = loop(reduce_fn, data.repeat(training.epochs),
+                           initial_state)
+
+    if readjust:
+      grads = regrowth_gradients(data)
+      for k, m, g in zip(kernel_vars, mask_vars, grads):
+        result = sparsity_lib.readjust(k, g, m, fraction)
+        m.assign(result.mask)
+        k.assign(result.weights)
+
+    hamming = tf.add_n([sparsity_lib.hamming_distance(m, r) for m, r in
+                        zip(mask_vars, received_masks)])
+    kernels, masks, dense = layout.split(trainable, non_trainable)
+    upload = encoding.encode(kernels, masks, dense, send_masks=hamming > 0)
+    live = tf.stack([tf.reduce_sum(tf.cast(m, tf.float64))
+                     for m in received_masks])
+    fwd_flops = 2.0 * tf.reduce_sum(live * positions)
+    processed = tf.cast(num_examples, tf.float64)
+    stats = collections.OrderedDict(
+        clients=tf.constant(1, tf.int64),
+        examples=num_examples,
+        uplink_bytes=encoding.payload_bytes(upload),
+        downlink_bytes=encoding.payload_bytes(payload),
+        mask_hamming=hamming,
+        # Training FLOPs: forward + backward (~2x forward) per example processed,
+        # multiply-adds of the prunable kernels only.
+        client_flops=3.0 * processed * fwd_flops,
+        client_dense_flops=3.0 * processed * dense_fwd_flops,
+    )
+    result = tff.learning.templates.ClientResult(
+        update=upload, update_weight=tf.cast(num_examples, tf.float32))
+    return result, model.report_local_unfinalized_metrics(), stats
+
+  return client_update, model
+
+
+def build_masked_client_work(
+    models_fn: Callable, layout: ModelLayout, payload_type, data_type, *,
+    optimizer: tff.learning.optimizers.Optimizer,
+    training: LocalTrainingConfig,
+    readjustment: ReadjustmentConfig,
+    loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
+) -> tff.learning.templates.ClientWorkProcess:
+  """The FedDST client work; `models_fn` builds (keras, tff model, loss) anew."""
+  loop = loop_builder.build_training_loop(loop_implementation)
+
+  with tf.Graph().as_default():
+    _, model, _ = models_fn()
+    metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(
+        model.metric_finalizers())
+
+  @tff.tensorflow.computation(payload_type, data_type, np.float32, np.bool_)
+  def client_update_comp(payload, data, fraction, readjust):
+    client_update, _ = _build_client_update(models_fn, layout, optimizer,
+                                            training, readjustment, loop)
+    return client_update(payload, data, fraction, readjust)
+
+  state_spec = collections.OrderedDict(
+      round_num=np.int64, cumulative_uplink_bytes=np.int64,
+      cumulative_downlink_bytes=np.int64)
+
+  @tff.tensorflow.computation
+  def initial_state():
+    return collections.OrderedDict(
+        (k, tf.constant(0, tf.int64)) for k in state_spec)
+
+  @tff.federated_computation()
+  def init_fn():
+    return tff.federated_eval(initial_state, tff.SERVER)
+
+  state_type = init_fn.type_signature.result.member
+
+  @tff.tensorflow.computation(state_type)
+  def schedule(state):
+    r = state['round_num']
+    fraction = sparsity_lib.readjustment_fraction(
+        r, readjustment.fraction, readjustment.end_round, readjustment.schedule)
+    readjust = sparsity_lib.is_readjustment_round(
+        r, readjustment.fraction, readjustment.end_round,
+        readjustment.rounds_between, readjustment.schedule)
+    return tf.cast(fraction, tf.float32), readjust
+
+  stats_type = client_update_comp.type_signature.result[2]
+
+  @tff.tensorflow.computation(state_type, stats_type, np.float32, np.bool_)
+  def advance(state, stats, fraction, readjust):
+    new_state = collections.OrderedDict(
+        round_num=state['round_num'] + 1,
+        cumulative_uplink_bytes=state['cumulative_uplink_bytes'] +
+        stats['uplink_bytes'],
+        cumulative_downlink_bytes=state['cumulative_downlink_bytes'] +
+        stats['downlink_bytes'])
+    clients = tf.maximum(tf.cast(stats['clients'], tf.float64), 1.0)
+    measurements = collections.OrderedDict(
+        round_num=state['round_num'],
+        readjusted=readjust,
+        readjustment_fraction=tf.where(readjust, fraction, 0.0),
+        clients=stats['clients'],
+        examples=stats['examples'],
+        uplink_bytes=stats['uplink_bytes'],
+        downlink_bytes=stats['downlink_bytes'],
+        uplink_bytes_per_client=tf.cast(stats['uplink_bytes'], tf.float64) /
+        clients,
+        cumulative_uplink_bytes=new_state['cumulative_uplink_bytes'],
+        cumulative_downlink_bytes=new_state['cumulative_downlink_bytes'],
+        mask_hamming_mean=tf.cast(stats['mask_hamming'], tf.float64) / clients,
+        client_flops=stats['client_flops'],
+        client_dense_flops=stats['client_dense_flops'],
+    )
+    return new_state, measurements
+
+  @tff.federated_computation(
+      init_fn.type_signature.result,
+      tff.FederatedType(payload_type, tff.CLIENTS),
+      tff.FederatedType(data_type, tff.CLIENTS))
+  def next_fn(state, payload, data):
+    fraction, readjust = tff.federated_map(schedule, state)
+    result, model_outputs, stats = tff.federated_map(
+        client_update_comp,
+        (payload, data, tff.federated_broadcast(fraction),
+         tff.federated_broadcast(readjust)))
+    train_metrics = metrics_aggregation_fn(model_outputs)
+    new_state, round_stats = tff.federated_map(
+        advance, (state, tff.federated_sum(stats), fraction, readjust))
+    measurements = tff.federated_zip(collections.OrderedDict(
+        train=train_metrics, round=round_stats))
+    return tff.templates.MeasuredProcessOutput(new_state, result, measurements)
+
+  return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
