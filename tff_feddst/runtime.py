@@ -220,6 +220,8 @@ def ensure_runtime(workers: Sequence[str] = (), **kwargs) -> Runtime:
   elif list(workers) and list(workers) != _DEFAULT.addresses:
     _DEFAULT.close()
     _DEFAULT = Runtime(workers, **kwargs)
+  else:  # Another Runtime may have taken over the default context meanwhile.
+    tff.framework.set_default_context(_DEFAULT.context)
   return _DEFAULT
 
 

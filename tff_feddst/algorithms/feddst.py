@@ -12,7 +12,8 @@ FedAvg (S=0), FedAvgM (S=0 + server momentum), FedProx (μ>0), RandomMask
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+import inspect
+from typing import Any, NamedTuple
 
 from absl import logging
 import numpy as np
@@ -76,7 +77,31 @@ def _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
       raise ValueError(f'{name} must be {expected}, got {value!r}.')
 
 
-def build_weighted_feddst(
+class FedDSTComponents(NamedTuple):
+  """The parts `build_weighted_feddst` composes (for tests and custom loops)."""
+  layout: layout_lib.ModelLayout
+  initial_model_weights_fn: tff.Computation
+  distributor: tff.learning.templates.DistributionProcess
+  client_work: tff.learning.templates.ClientWorkProcess
+  aggregator: tff.templates.AggregationProcess
+  finalizer: tff.learning.templates.FinalizerProcess
+
+
+def build_weighted_feddst(model_fn: Callable[[], tf.keras.Model], **kwargs
+                          ) -> tff.learning.templates.LearningProcess:
+  """Builds FedDST (and, by its arguments, FedAvg/FedAvgM/FedProx/RandomMask).
+
+  Takes the arguments of `build_feddst_components`; returns the
+  `tff.learning.templates.LearningProcess` composed from them
+  (initialize / next / get_model_weights / set_model_weights).
+  """
+  parts = build_feddst_components(model_fn, **kwargs)
+  return tff.learning.templates.compose_learning_process(
+      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
+      parts.aggregator, parts.finalizer)
+
+
+def build_feddst_components(
     model_fn: Callable[[], tf.keras.Model],
     *,
     loss_fn: Any,
@@ -98,8 +123,8 @@ def build_weighted_feddst(
     regrowth_gradient_batches: int = 1,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
-) -> tff.learning.templates.LearningProcess:
-  """Builds FedDST (and, by its arguments, FedAvg/FedAvgM/FedProx/RandomMask).
+) -> FedDSTComponents:
+  """The FedDST pieces: sparse distributor, client work, aggregator, finalizer.
 
   Args:
     model_fn: no-arg callable returning a new, plain (unwrapped) Sequential or
@@ -196,8 +221,14 @@ def build_weighted_feddst(
   finalizer = finalizer_lib.build_mask_finalizer(
       layout, weights_type, sums_type, server_optimizer=server_optimizer,
       min_votes=min_votes)
-  return tff.learning.templates.compose_learning_process(
-      initial_model_weights_fn, distributor, client_work, aggregator, finalizer)
+  return FedDSTComponents(layout, initial_model_weights_fn, distributor,
+                          client_work, aggregator, finalizer)
+
+
+# The public builder takes exactly the components' keyword arguments.
+build_weighted_feddst.__signature__ = inspect.signature(
+    build_feddst_components).replace(
+        return_annotation=tff.learning.templates.LearningProcess)
 
 
 def keras_model_from_weights(model_fn: Callable[[], tf.keras.Model],

@@ -11,7 +11,9 @@ is static configuration (live counts per layer) for the TFF computations.
 * `feddst_erk` (the FedDST reference code): each layer's ER-K *sparsity*
   1 - sum(shape) / prod(shape) is multiplied by one factor so that the
   parameter-weighted mean sparsity (layer sizes counting biases) is S. It gives
-  nearly uniform sparsities where RigL's ERK leaves small layers dense.
+  nearly uniform sparsities where RigL's ERK leaves small layers dense. A
+  layer pushed past sparsity 1 keeps one weight (the reference would leave it
+  dense, which breaks the budget).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def layer_live_counts(kernel_shapes: Sequence[Sequence[int]], sparsity: float,
   if sparsity == 0.0:
     return sizes.tolist()
   if distribution == 'feddst_erk':
-    return [int(round(d * n)) for d, n in zip(
+    return [max(1, int(round(d * n))) for d, n in zip(
         _feddst_erk_densities(kernel_shapes, sparsity, bias_sizes), sizes)]
   total = int(round((1.0 - sparsity) * sizes.sum()))
   if distribution == 'uniform':

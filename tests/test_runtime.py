@@ -1,0 +1,136 @@
+"""No TFF worker outlives its Python process, however that process ends."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow_federated as tff
+
+from tff_feddst import runtime
+
+CHILD = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    import tensorflow_federated as tff
+    from tff_feddst import runtime
+    rt = runtime.ensure_runtime()
+
+    @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+    def total(x):
+      return tff.federated_sum(x)
+
+    assert total([1.0, 2.0]) == 3.0
+    print(rt.local_workers[0].process.pid, flush=True)
+    mode = sys.argv[1]
+    if mode == 'exception':
+      raise RuntimeError('boom')
+    if mode == 'os_exit':
+      os._exit(3)
+    if mode == 'wait':
+      time.sleep(600)
+""")
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      state = f.read().rsplit(')', 1)[1].split()[0]
+  except FileNotFoundError:
+    return False
+  return state != 'Z'
+
+
+def _wait_gone(pid: int, timeout: float = 15.0) -> bool:
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if not _alive(pid):
+      return True
+    time.sleep(0.1)
+  return False
+
+
+def _env():
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+
+
+@pytest.mark.parametrize('mode, code', [('clean', 0), ('exception', 1),
+                                        ('os_exit', 3)])
+def test_worker_ends_with_its_process(mode, code):
+  # Reading the child's stdout through a pipe must not hang on the worker.
+  proc = subprocess.run([sys.executable, '-c', CHILD, mode],
+                        capture_output=True, text=True, timeout=120,
+                        env=_env())
+  assert proc.returncode == code, proc.stderr[-2000:]
+  worker_pid = int(proc.stdout.split()[0])
+  assert _wait_gone(worker_pid)
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL])
+def test_worker_dies_when_parent_is_killed(sig):
+  proc = subprocess.Popen([sys.executable, '-c', CHILD, 'wait'],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True, env=_env())
+  try:
+    worker_pid = int(proc.stdout.readline())
+    assert _alive(worker_pid)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)  # EOF: nobody else holds the pipe
+    assert _wait_gone(worker_pid)
+  finally:
+    proc.kill()
+
+
+def test_pytest_session_leaves_no_worker(tmp_path):
+  test_file = tmp_path / 'test_inner.py'
+  pid_file = tmp_path / 'pid'
+  test_file.write_text(textwrap.dedent(f"""
+      import numpy as np
+      import tensorflow_federated as tff
+      from tff_feddst import runtime
+
+      def test_sum():
+        @tff.tensorflow.computation(np.float32)
+        def double(x):
+          return x * 2
+        assert double(2.0) == 4.0
+        pid = runtime.ensure_runtime().local_workers[0].process.pid
+        open({str(pid_file)!r}, 'w').write(str(pid))
+  """))
+  conftest = os.path.join(os.path.dirname(__file__), 'conftest.py')
+  (tmp_path / 'conftest.py').write_text(open(conftest).read())
+  proc = subprocess.run(
+      [sys.executable, '-m', 'pytest', '-q', '-s', '-p', 'no:cacheprovider',
+       str(test_file)], capture_output=True, text=True, timeout=180,
+      env=_env(), cwd=tmp_path)
+  assert proc.returncode == 0, proc.stdout[-2000:]
+  assert _wait_gone(int(pid_file.read_text()))
+
+
+def test_several_workers_split_clients():
+  """Two local workers behind the mergeable context give the same sum."""
+  workers = [runtime.LocalWorker.start() for _ in range(2)]
+  try:
+    with runtime.Runtime([w.address for w in workers]) as rt:
+      @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+      def total(x):
+        return tff.federated_sum(x)
+      assert total([1.0, 2.0, 3.0, 4.0, 5.0]) == 15.0
+      rt.check_workers()
+      workers[1].stop()
+      with pytest.raises(runtime.WorkerUnavailableError,
+                         match=workers[1].address):
+        rt.check_workers()
+  finally:
+    for w in workers:
+      w.stop()
+    runtime.ensure_runtime()  # Give the session its default context back.
+
+
+def test_unreachable_worker_is_named():
+  with pytest.raises(runtime.WorkerUnavailableError, match='127.0.0.1:9'):
+    runtime.Runtime(['127.0.0.1:9'], connect_timeout=1)
