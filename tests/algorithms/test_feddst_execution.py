@@ -336,9 +336,10 @@ def test_one_round_aggregate_matches_numpy(min_votes):
     np.testing.assert_allclose(d, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_nan_client_is_dropped():
+def test_nan_and_huge_clients_are_dropped():
   parts = algorithms.build_feddst_components(
-      model_fn, **common(sparsity=0.5, readjustment_ratio=0.0))
+      model_fn, **common(sparsity=0.5, readjustment_ratio=0.0,
+                         client_norm_bound=1e4))
   layout = parts.layout
   weights = parts.initial_model_weights_fn()
   kernels, masks, dense = layout.split(list(weights.trainable),
@@ -347,9 +348,13 @@ def test_nan_client_is_dropped():
                          dense, send_masks=False)
   bad_kernels = [np.where(m > 0, np.nan, 0).astype(np.float32) for m in masks]
   bad = encoding.encode(bad_kernels, masks, dense, send_masks=False)
-  payloads = [tf.nest.map_structure(lambda t: t.numpy(), p) for p in (good, bad)]
-  agg = parts.aggregator.next(parts.aggregator.initialize(), payloads, [1.0, 9.0])
-  assert agg.measurements['dropped_clients'] == 1
+  huge = encoding.encode([1e5 * m for m in masks], masks, dense,
+                         send_masks=False)
+  payloads = [tf.nest.map_structure(lambda t: t.numpy(), p)
+              for p in (good, bad, huge)]
+  agg = parts.aggregator.next(parts.aggregator.initialize(), payloads,
+                              [1.0, 9.0, 5.0])
+  assert agg.measurements['dropped_clients'] == 2
   fin = parts.finalizer.next(parts.finalizer.initialize(), weights, agg.result)
   new_kernels, _, _ = layout.split(list(fin.result.trainable),
                                    list(fin.result.non_trainable))

@@ -15,7 +15,14 @@ forms, because `zero` cannot read the server's global mask:
   knows the global mask.
 
 Unmasked params get a plain weighted sum. A client whose payload holds a NaN
-or Inf is left out of every sum and counted in `dropped_clients`.
+or Inf, or whose weights' L2 norm exceeds `norm_bound`, is left out of every
+sum and counted in `dropped_clients`.
+
+TFF's own robust wrappers (`tff.aggregators.zeroing_factory`, clipping) do not
+compose with this aggregator: they scale or zero a *delta*, while this payload
+carries weights (zeroing it would pull the model to 0, clipping would shrink
+it) plus uint8 masks they cannot norm. Dropping the client is the
+weight-space equivalent of zeroing its delta.
 The finalizer turns the sums into the masked weighted mean.
 """
 
@@ -47,16 +54,21 @@ def zero_sums(layout: ModelLayout) -> collections.OrderedDict:
   )
 
 
-def _is_finite(payload) -> tf.Tensor:
-  checks = [tf.reduce_all(tf.math.is_finite(t))
-            for t in payload['values'] + payload['dense']]
-  return tf.reduce_all(tf.stack(checks))
+def is_usable(payload, norm_bound: float) -> tf.Tensor:
+  """False for a payload with a NaN/Inf, or whose L2 norm exceeds the bound."""
+  tensors = [tf.cast(t, tf.float32) for t in payload['values'] + payload['dense']]
+  finite = tf.reduce_all(tf.stack(
+      [tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
+  norm = tf.linalg.global_norm([tf.where(tf.math.is_finite(t), t, 0.0)
+                                for t in tensors])
+  return tf.logical_and(finite, norm <= norm_bound)
 
 
-def accumulate(layout: ModelLayout, acc, payload, weight):
+def accumulate(layout: ModelLayout, acc, payload, weight,
+               norm_bound: float = float('inf')):
   """Adds one client's payload, decoding its masks where it sent them."""
   acc = collections.OrderedDict(acc)
-  finite = _is_finite(payload)
+  finite = is_usable(payload, norm_bound)
   weight = tf.where(finite, tf.cast(weight, tf.float32), 0.0)
   take = tf.cast(finite, tf.float32)
   fields = ('kernel_sums', 'vote_weights', 'vote_counts', 'fixed_sums',
@@ -98,8 +110,9 @@ def merge(a, b):
 class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
   """Weighted aggregation of sparse payloads into `MaskedSums` at the server."""
 
-  def __init__(self, layout: ModelLayout):
+  def __init__(self, layout: ModelLayout, *, norm_bound: float = 1e6):
     self._layout = layout
+    self._norm_bound = float(norm_bound)
 
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     layout = self._layout
@@ -113,7 +126,7 @@ class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
     @tff.tensorflow.computation(acc_type, (value_type, weight_type))
     def accumulate_fn(acc, value):
       payload, weight = value
-      return accumulate(layout, acc, payload, weight)
+      return accumulate(layout, acc, payload, weight, self._norm_bound)
 
     @tff.tensorflow.computation(acc_type, acc_type)
     def merge_fn(a, b):

@@ -55,7 +55,8 @@ def _loss(loss_fn) -> tf.keras.losses.Loss:
 
 def _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
                 readjustment_end_round, prox_mu, min_votes, client_epochs,
-                client_weight_decay, regrowth_gradient_batches):
+                client_weight_decay, regrowth_gradient_batches,
+                client_norm_bound):
   checks = [
       (0.0 <= sparsity < 1.0, 'sparsity', 'in [0, 1)', sparsity),
       (0.0 <= readjustment_ratio <= 1.0, 'readjustment_ratio', 'in [0, 1]',
@@ -71,6 +72,7 @@ def _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
        client_weight_decay),
       (regrowth_gradient_batches >= 1, 'regrowth_gradient_batches', '>= 1',
        regrowth_gradient_batches),
+      (client_norm_bound > 0, 'client_norm_bound', '> 0', client_norm_bound),
   ]
   for ok, name, expected, value in checks:
     if not ok:
@@ -121,6 +123,7 @@ def build_feddst_components(
     client_epochs: int = 1,
     client_weight_decay: float = 0.0,
     regrowth_gradient_batches: int = 1,
+    client_norm_bound: float = 1e6,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
 ) -> FedDSTComponents:
@@ -152,11 +155,14 @@ def build_feddst_components(
       the paper uses 1e-3.
     regrowth_gradient_batches: batches of the client's data whose summed dense
       gradient ranks the weights to regrow (the reference uses one).
+    client_norm_bound: a client whose uploaded weights have an L2 norm above
+      this (or any NaN/Inf) is dropped from the round and counted in the
+      aggregator's `dropped_clients` measurement.
     loop_implementation: the local training loop (`tff.learning`).
   """
   _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
               readjustment_end_round, prox_mu, min_votes, client_epochs,
-              client_weight_decay, regrowth_gradient_batches)
+              client_weight_decay, regrowth_gradient_batches, client_norm_bound)
   if sparsity_distribution not in sparsity_lib.DISTRIBUTIONS:
     raise ValueError(f'sparsity_distribution must be one of '
                      f'{sparsity_lib.DISTRIBUTIONS}, got {sparsity_distribution!r}.')
@@ -215,7 +221,8 @@ def build_feddst_components(
           gradient_batches=regrowth_gradient_batches),
       loop_implementation=loop_implementation)
   client_result_type = client_work.next.type_signature.result.result.member
-  aggregator = masked_mean.MaskedSumFactory(layout).create(
+  aggregator = masked_mean.MaskedSumFactory(
+      layout, norm_bound=client_norm_bound).create(
       client_result_type.update, client_result_type.update_weight)
   sums_type = aggregator.next.type_signature.result.result.member
   finalizer = finalizer_lib.build_mask_finalizer(
