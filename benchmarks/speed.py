@@ -1,0 +1,199 @@
+"""Round time and peak memory: stock TFF FedAvg vs our FedAvg and FedDST, and scale.
+
+Every configuration runs in a fresh child process, so its peak RSS is its own:
+the Python process (`ru_maxrss` of the child) and its TFF worker (reaped by the
+runtime, so it shows in the child's RUSAGE_CHILDREN).
+
+  uv run python benchmarks/speed.py --mode=compare   # the paper CNN, 20 clients
+  uv run python benchmarks/speed.py --mode=scale     # clients per round x total
+
+Data are seeded synthetic images generated per sampled client on demand, so
+memory does not grow with the total number of clients.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_feddst import algorithms
+from tff_feddst import models
+from tff_feddst import runtime
+
+_MODE = flags.DEFINE_enum('mode', 'compare', ['compare', 'scale'],
+                          'Which table to produce.')
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Measured rounds after warm-up.')
+_CLIENTS = flags.DEFINE_integer('clients_per_round', 20, 'compare: clients.')
+_EXAMPLES = flags.DEFINE_integer('examples_per_client', 150, 'Per client.')
+_EPOCHS = flags.DEFINE_integer('epochs', 10, 'compare: local epochs.')
+_SCALE_EPOCHS = flags.DEFINE_integer('scale_epochs', 1, 'scale: local epochs.')
+_SCALE_EXAMPLES = flags.DEFINE_integer('scale_examples_per_client', 200,
+                                       'scale: examples per client.')
+_SCALE_CLIENTS = flags.DEFINE_list('scale_clients_per_round',
+                                   ['10', '20', '50', '100'], 'scale: rows.')
+_SCALE_TOTALS = flags.DEFINE_list('scale_total_clients', ['400', '3400'],
+                                  'scale: columns.')
+_CHILD = flags.DEFINE_string('child', None, 'Internal: run one config (JSON).')
+_OUT = flags.DEFINE_string('output', None, 'Also append JSON lines here.')
+
+
+def _client_dataset(index: int, examples: int, batch_size: int = 32):
+  rng = np.random.default_rng(index)
+  y = rng.integers(0, 10, examples).astype(np.int32)
+  x = rng.random((examples, 28, 28, 1), dtype=np.float32) * 0.5
+  x[np.arange(examples), y * 2, :, 0] += 0.5  # learnable class signal
+  return tf.data.Dataset.from_tensor_slices(
+      collections.OrderedDict(x=x, y=y)).batch(batch_size)
+
+
+def _build(config, spec):
+  loss_fn = lambda: tf.keras.losses.SparseCategoricalCrossentropy(
+      from_logits=True)
+  metrics_fn = lambda: [tf.keras.metrics.SparseCategoricalAccuracy()]
+  client_opt = tff.learning.optimizers.build_sgdm(0.01, momentum=0.9)
+  if config['algorithm'] == 'stock_fedavg':
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        lambda: tff.learning.models.from_keras_model(
+            models.mnist_cnn(), loss=loss_fn(), input_spec=spec,
+            metrics=metrics_fn()),
+        client_optimizer_fn=client_opt,
+        loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR)
+  return algorithms.build_weighted_feddst(
+      models.mnist_cnn, loss_fn=loss_fn, input_spec=spec, metrics_fn=metrics_fn,
+      client_optimizer_fn=client_opt, sparsity=config['sparsity'],
+      readjustment_ratio=0.05 if config['sparsity'] > 0 else 0.0,
+      rounds_between_readjustments=2, readjustment_end_round=10_000,
+      client_epochs=config['epochs'], client_weight_decay=1e-3, seed=0)
+
+
+def run_child(config) -> dict:
+  """One configuration: build, warm-up round, measured rounds."""
+  runtime.ensure_runtime()
+  stock = config['algorithm'] == 'stock_fedavg'
+
+  def sample(r):
+    ids = np.random.default_rng([0, r]).choice(
+        config['total_clients'], config['clients'], replace=False)
+    data = [_client_dataset(int(i), config['examples']) for i in ids]
+    # Stock TFF trains one pass over what it is given; epochs via repeat.
+    return [d.repeat(config['epochs']) for d in data] if stock else data
+
+  start = time.perf_counter()
+  process = _build(config, _client_dataset(0, 2).element_spec)
+  build_s = time.perf_counter() - start
+  state = process.initialize()
+  times = {'readjust': [], 'plain': []}
+  flops = dense_flops = 0.0
+  first = None
+  for r in range(config['rounds'] + 1):
+    data = sample(r)
+    t = time.perf_counter()
+    out = process.next(state, data)
+    elapsed = time.perf_counter() - t
+    state = out.state
+    if r == 0:
+      first = elapsed
+      continue
+    stats = out.metrics['client_work'].get('round', {})
+    kind = 'readjust' if stats.get('readjusted', False) else 'plain'
+    times[kind].append(elapsed)
+    flops = float(stats.get('client_flops', 0.0))
+    dense_flops = float(stats.get('client_dense_flops', 0.0))
+  runtime.shutdown()
+  all_times = times['plain'] + times['readjust']
+  median = statistics.median(all_times)
+  return dict(
+      config,
+      build_s=round(build_s, 2),
+      first_round_s=round(first, 2),
+      tracing_s=round(first - median, 2),
+      median_round_s=round(median, 3),
+      median_plain_s=(round(statistics.median(times['plain']), 3)
+                      if times['plain'] else None),
+      median_readjust_s=(round(statistics.median(times['readjust']), 3)
+                         if times['readjust'] else None),
+      python_peak_rss_mb=round(
+          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      worker_peak_rss_mb=round(
+          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+      client_gflops=round(flops / 1e9, 2),
+      client_dense_gflops=round(dense_flops / 1e9, 2),
+  )
+
+
+def _spawn(config) -> dict:
+  proc = subprocess.run(
+      [sys.executable, os.path.abspath(__file__), f'--child={json.dumps(config)}'],
+      capture_output=True, text=True, env=dict(os.environ,
+                                               TF_CPP_MIN_LOG_LEVEL='3'))
+  if proc.returncode != 0:
+    raise RuntimeError(f'config {config} failed:\n{proc.stderr[-3000:]}')
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _emit(row):
+  print(json.dumps(row), flush=True)
+  if _OUT.value:
+    with open(_OUT.value, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+
+
+def compare():
+  base = dict(rounds=_ROUNDS.value, clients=_CLIENTS.value,
+              examples=_EXAMPLES.value, epochs=_EPOCHS.value,
+              total_clients=400)
+  rows = [_spawn(dict(base, algorithm=a, sparsity=s)) for a, s in
+          [('stock_fedavg', 0.0), ('fedavg', 0.0), ('feddst', 0.8)]]
+  for row in rows:
+    _emit(row)
+  stock = rows[0]['median_round_s']
+  print('\n| run | median s/round | plain | readjust | tracing s | '
+        'python RSS MB | worker RSS MB | x stock |')
+  print('|---|---|---|---|---|---|---|---|')
+  for row in rows:
+    print(f"| {row['algorithm']} S={row['sparsity']} | {row['median_round_s']} "
+          f"| {row['median_plain_s']} | {row['median_readjust_s']} | "
+          f"{row['tracing_s']} | {row['python_peak_rss_mb']} | "
+          f"{row['worker_peak_rss_mb']} | "
+          f"{row['median_round_s'] / stock:.2f} |")
+
+
+def scale():
+  print('| total clients | clients/round | median s/round | python RSS MB | '
+        'worker RSS MB | client GFLOPs sparse | dense |')
+  print('|---|---|---|---|---|---|---|')
+  for total in _SCALE_TOTALS.value:
+    for clients in _SCALE_CLIENTS.value:
+      row = _spawn(dict(algorithm='feddst', sparsity=0.8, rounds=_ROUNDS.value,
+                        clients=int(clients), total_clients=int(total),
+                        examples=_SCALE_EXAMPLES.value,
+                        epochs=_SCALE_EPOCHS.value))
+      _emit(row)
+      print(f"| {total} | {clients} | {row['median_round_s']} | "
+            f"{row['python_peak_rss_mb']} | {row['worker_peak_rss_mb']} | "
+            f"{row['client_gflops']} | {row['client_dense_gflops']} |",
+            flush=True)
+
+
+def main(argv):
+  del argv
+  if _CHILD.value:
+    print(json.dumps(run_child(json.loads(_CHILD.value))))
+    return
+  compare() if _MODE.value == 'compare' else scale()
+
+
+if __name__ == '__main__':
+  app.run(main)
