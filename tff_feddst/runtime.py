@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import gc
 import dataclasses
 import os
 import signal
@@ -210,6 +211,20 @@ class Runtime:
 
 
 _DEFAULT: Runtime | None = None
+
+
+def _drop_tff_default_context() -> None:
+  """At exit, lets TFF's import-time default context go while modules live.
+
+  Otherwise a process that imported TFF but never ran a computation prints
+  'Exception ignored in ServiceManager.__del__' at interpreter teardown.
+  """
+  with contextlib.suppress(Exception):
+    tff.test.set_no_default_context()
+    gc.collect()
+
+
+atexit.register(_drop_tff_default_context)
 
 
 def ensure_runtime(workers: Sequence[str] = (), **kwargs) -> Runtime:

@@ -1,0 +1,54 @@
+"""Launcher runs shared by the launcher tests (each child process costs ~10 s of imports)."""
+
+import dataclasses
+from pathlib import Path
+import re
+import subprocess
+import sys
+
+import pytest
+
+from launcher_helpers import REPO, TIMEOUT, TINY_FLAGS, TRAIN, child_env, run_script
+
+
+@dataclasses.dataclass
+class LauncherRuns:
+  full_dir: Path       # 6 rounds, uninterrupted.
+  resumed_dir: Path    # Killed after the checkpoint of round 3, then resumed.
+  full: subprocess.CompletedProcess
+  killed_returncode: int
+  killed_stderr: str
+  killed_worker_pid: int | None
+  resumed: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope='session')
+def launcher_runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('launcher_runs')
+  full_dir, resumed_dir = root / 'full', root / 'resumed'
+  logs = {}
+  children = {}
+  # The uninterrupted and the killed run go side by side.
+  for name, run_dir, env in (
+      ('full', full_dir, child_env()),
+      ('killed', resumed_dir, child_env(TFF_FEDDST_KILL_AFTER_ROUND='3'))):
+    logs[name] = (open(root / f'{name}.out', 'w+'), open(root / f'{name}.err', 'w+'))
+    children[name] = subprocess.Popen(
+        [sys.executable, str(TRAIN), *TINY_FLAGS, f'--root_dir={run_dir}'],
+        cwd=REPO, env=env, stdout=logs[name][0], stderr=logs[name][1], text=True)
+  codes = {name: child.wait(TIMEOUT) for name, child in children.items()}
+  texts = {}
+  for name, (out, err) in logs.items():
+    out.seek(0)
+    err.seek(0)
+    texts[name] = (out.read(), err.read())
+    out.close()
+    err.close()
+  match = re.search(r'Started TFF worker pid (\d+)', texts['killed'][1])
+  resumed = run_script(TRAIN, *TINY_FLAGS, f'--root_dir={resumed_dir}')
+  return LauncherRuns(
+      full_dir=full_dir, resumed_dir=resumed_dir,
+      full=subprocess.CompletedProcess([], codes['full'], *texts['full']),
+      killed_returncode=codes['killed'], killed_stderr=texts['killed'][1],
+      killed_worker_pid=int(match.group(1)) if match else None,
+      resumed=resumed)

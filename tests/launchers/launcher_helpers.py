@@ -1,0 +1,33 @@
+"""Helpers for the launcher tests: paths, tiny flags, child processes."""
+
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = REPO / 'launchers' / 'train.py'
+PLOT = REPO / 'launchers' / 'plot.py'
+# Tiny FedDST: 6 rounds, readjusting before and after the kill point.
+TINY_FLAGS = [
+    '--dataset=digits', '--model=mlp', '--total_clients=10',
+    '--clients_per_round=3', '--rounds=6', '--client_epochs=1',
+    '--batch_size=16', '--client_learning_rate=0.05', '--sparsity=0.8',
+    '--readjustment_ratio=0.2', '--rounds_between_readjustments=1',
+    '--readjustment_end_round=6', '--eval_every=2', '--checkpoint_every=1',
+    '--seed=3',
+]
+TIMEOUT = 300
+
+
+def child_env(**extra):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  env.pop('TFF_FEDDST_KILL_AFTER_ROUND', None)
+  env.update(extra)
+  return env
+
+
+def run_script(script, *args, env=None):
+  return subprocess.run([sys.executable, str(script), *args], cwd=REPO,
+                        env=env or child_env(), capture_output=True, text=True,
+                        timeout=TIMEOUT, check=False)

@@ -1,0 +1,200 @@
+"""launchers/train.py end to end (child processes) and its flag checks (in-process)."""
+
+import csv
+import importlib.util
+import os
+from pathlib import Path
+import time
+
+from absl import flags
+import numpy as np
+import pytest
+
+from launcher_helpers import TRAIN, child_env, run_script
+from tff_feddst import program
+
+WALL_CLOCK_COLUMNS = ('time/elapsed_seconds', 'time/round_seconds')
+
+
+def read_rows(run_dir):
+  with open(program.RunPaths.of(run_dir).metrics_csv, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def without_wall_clock(rows):
+  return [{k: v for k, v in row.items() if k not in WALL_CLOCK_COLUMNS}
+          for row in rows]
+
+
+def process_alive(pid):
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      stat = f.read()
+  except FileNotFoundError:
+    return False
+  state = stat.rsplit(')', 1)[1].split()[0]
+  return state != 'Z' and 'worker_binary' in Path(f'/proc/{pid}/cmdline').read_text()
+
+
+def test_run_writes_csv_tensorboard_checkpoints_and_weights(launcher_runs):
+  assert launcher_runs.full.returncode == 0, launcher_runs.full.stderr[-3000:]
+  paths = program.RunPaths.of(launcher_runs.full_dir)
+  rows = read_rows(launcher_runs.full_dir)
+  assert [r['round'] for r in rows] == ['1', '2', '3', '4', '5', '6']
+  assert [bool(r['test/accuracy']) for r in rows] == [False, True] * 3
+  assert list(paths.logdir.glob('events.out.tfevents.*'))
+  assert (paths.checkpoints / 'program_state_6' / 'saved_model.pb').exists()
+  hparams = program.read_hparams(launcher_runs.full_dir)
+  assert hparams['algorithm'] == 'feddst' and hparams['sparsity'] == 0.8
+  assert hparams['readjustment_end_round'] == 6 and hparams['rounds'] == 6
+  assert paths.model_weights.exists()
+  log = launcher_runs.full.stderr
+  assert 'round 6/6 | elapsed' in log and '| test acc' in log and 'MB' in log
+  assert 'Traceback' not in log
+
+
+def test_killed_run_resumes_exactly(launcher_runs):
+  assert launcher_runs.killed_returncode == -9, launcher_runs.killed_stderr[-3000:]
+  assert 'round 3/6' in launcher_runs.killed_stderr
+  assert 'round 4/6' not in launcher_runs.killed_stderr
+  # The killed child's worker died with it.
+  pid = launcher_runs.killed_worker_pid
+  assert pid is not None
+  deadline = time.monotonic() + 10
+  while process_alive(pid) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  assert not process_alive(pid), f'worker_binary {pid} outlived its parent'
+
+  resumed = launcher_runs.resumed
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resuming' in resumed.stderr and 'after round 3' in resumed.stderr
+  assert 'round 1/6' not in resumed.stderr and 'round 4/6' in resumed.stderr
+  full_rows = read_rows(launcher_runs.full_dir)
+  resumed_rows = read_rows(launcher_runs.resumed_dir)
+  assert without_wall_clock(resumed_rows) == without_wall_clock(full_rows)
+  # Masks changed after the resume point, so the comparison is not trivial.
+  assert any(r['round/readjusted'] == '1' for r in full_rows[3:])
+  full_weights, full_round = program.load_model_weights(launcher_runs.full_dir)
+  resumed_weights, resumed_round = program.load_model_weights(
+      launcher_runs.resumed_dir)
+  assert full_round == resumed_round == 6
+  for a, b in zip(full_weights.trainable + full_weights.non_trainable,
+                  resumed_weights.trainable + resumed_weights.non_trainable):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bad_flag_exits_nonzero_naming_the_flag():
+  result = run_script(TRAIN, '--sparsity=1.5', '--root_dir=/nonexistent/never')
+  assert result.returncode != 0
+  assert '--sparsity' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not os.path.exists('/nonexistent/never')
+
+
+def test_missing_data_names_paths_tried(tmp_path):
+  home = tmp_path / 'home'
+  home.mkdir()
+  env = child_env(HOME=str(home))
+  env.pop('KERAS_HOME', None)
+  result = run_script(TRAIN, '--dataset=mnist', '--data_dir=/nonexistent/mnist',
+                      f'--root_dir={tmp_path / "run"}', env=env)
+  assert result.returncode != 0
+  assert 'Paths tried' in result.stderr
+  assert '/nonexistent/mnist' in result.stderr
+  assert str(home / '.keras' / 'datasets') in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert 'Started TFF worker' not in result.stderr  # Failed before any work.
+
+
+# In-process checks of the flag validators and defaults (no training).
+
+
+@pytest.fixture(scope='module')
+def launcher():
+  spec = importlib.util.spec_from_file_location('feddst_train_launcher', TRAIN)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture
+def parse(launcher):
+  def _parse(*argv):
+    launcher.FLAGS(['train.py', *argv])
+    return launcher
+
+  yield _parse
+  launcher.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize('argv,flag', [
+    (['--sparsity=1.0'], '--sparsity'),
+    (['--sparsity=-0.1'], '--sparsity'),
+    (['--beta=0'], '--beta'),
+    (['--rounds=-1'], '--rounds'),
+    (['--clients_per_round=21'], '--clients_per_round'),
+    (['--clients_per_round=30', '--total_clients=25'], '--clients_per_round'),
+    (['--algorithm=fedsgd'], '--algorithm'),
+    (['--dataset=imagenet'], '--dataset'),
+    (['--model=resnet'], '--model'),
+    (['--partition=shards'], '--partition'),
+    (['--algorithm=fedavg', '--sparsity=0.5'], '--sparsity'),
+    (['--algorithm=random_mask', '--readjustment_ratio=0.1'],
+     '--readjustment_ratio'),
+    (['--algorithm=feddst', '--prox_mu=0.1'], '--prox_mu'),
+    (['--algorithm=fedprox', '--prox_mu=0'], '--prox_mu'),
+    (['--client_momentum=1.0'], '--client_momentum'),
+    (['--readjustment_ratio=1.5'], '--readjustment_ratio'),
+    (['--upload_cap_mb=0'], '--upload_cap_mb'),
+    (['--workers=localhost'], '--workers'),
+])
+def test_invalid_flags_rejected(parse, argv, flag):
+  with pytest.raises(flags.IllegalFlagValueError, match=flag):
+    parse(*argv)
+
+
+def test_default_demo_and_paper_sizes(parse):
+  hp = parse().resolve_hparams()
+  assert (hp['dataset'], hp['model'], hp['algorithm']) == (
+      'digits', 'digits_cnn', 'feddst')
+  assert (hp['total_clients'], hp['clients_per_round'], hp['rounds']) == (
+      20, 5, 40)
+  assert hp['readjustment_end_round'] == 20  # rounds // 2.
+  assert (hp['sparsity'], hp['readjustment_ratio'], hp['beta'],
+          hp['client_epochs'], hp['batch_size'], hp['client_weight_decay']) == (
+              0.8, 0.05, 0.1, 10, 32, 1e-3)
+
+
+def test_paper_sizes_and_algorithm_defaults(launcher, parse):
+  hp = parse('--dataset=mnist', '--algorithm=fedavgm').resolve_hparams()
+  assert (hp['model'], hp['total_clients'], hp['clients_per_round'],
+          hp['rounds'], hp['readjustment_end_round']) == (
+              'mnist_cnn', 400, 20, 400, None)
+  assert (hp['sparsity'], hp['readjustment_ratio'], hp['server_momentum']) == (
+      0.0, 0.0, 0.9)
+  launcher.FLAGS.unparse_flags()
+  hp = parse('--dataset=cifar10', '--algorithm=feddst_prox',
+             '--rounds=100').resolve_hparams()
+  assert (hp['model'], hp['prox_mu'], hp['readjustment_end_round'],
+          hp['rounds_between_readjustments']) == ('cifar_cnn', 1.0, 50, 10)
+  launcher.FLAGS.unparse_flags()
+  hp = parse('--algorithm=random_mask', '--sparsity=0.9').resolve_hparams()
+  assert (hp['sparsity'], hp['readjustment_ratio'],
+          hp['rounds_between_readjustments']) == (0.9, 0.0, None)
+
+
+def test_first_clients_restricts_train_and_test(launcher):
+  from tff_feddst import data  # pylint: disable=g-import-not-at-top
+  federated = data.build_federated_data(
+      data.make_synthetic(200, image_shape=(4, 4, 1), num_classes=4),
+      partition='iid', num_clients=6, seed=0)
+  first = launcher._first_clients(federated, 2)  # pylint: disable=protected-access
+  assert first.client_ids == federated.client_ids[:2] == first.test.client_ids
+  for split in ('train', 'test'):
+    got = list(getattr(first, split).create_tf_dataset_for_client(
+        first.client_ids[1]).as_numpy_iterator())
+    want = list(getattr(federated, split).create_tf_dataset_for_client(
+        federated.client_ids[1]).as_numpy_iterator())
+    assert len(got) == len(want) > 0
+    np.testing.assert_array_equal(np.stack([e['x'] for e in got]),
+                                  np.stack([e['x'] for e in want]))

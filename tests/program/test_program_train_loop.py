@@ -1,0 +1,218 @@
+"""The training loop in-process: releases, resume, upload cap, evaluation, failures.
+
+One tiny FedDST process (mlp on digits, 10 clients) serves every test.
+"""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_feddst import algorithms
+from tff_feddst import data
+from tff_feddst import models
+from tff_feddst import program
+from tff_feddst import runtime
+from tff_feddst.program import evaluation
+from tff_feddst.program import train_loop
+
+HPARAMS = {'algorithm': 'feddst', 'sparsity': 0.8}
+
+
+def loss_fn():
+  return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.fixture(scope='module')
+def setup():
+  federated = data.build_federated_data(
+      data.load('digits'), partition='dirichlet', num_clients=10, beta=0.5,
+      seed=0)
+  model_fn = models.get_model_fn('mlp', federated.input_shape,
+                                 federated.num_classes)
+  process = algorithms.build_weighted_feddst(
+      model_fn, loss_fn=loss_fn,
+      input_spec=program.batch_input_spec(federated, 16),
+      metrics_fn=lambda: [tf.keras.metrics.SparseCategoricalAccuracy()],
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.05,
+                                                             momentum=0.9),
+      sparsity=0.8, readjustment_ratio=0.2, rounds_between_readjustments=1,
+      readjustment_end_round=10, seed=0)
+  return federated, model_fn, process
+
+
+def config(root_dir, **overrides):
+  kwargs = dict(root_dir=str(root_dir), rounds=3, clients_per_round=3,
+                batch_size=16, seed=1, eval_every=2, checkpoint_every=2)
+  kwargs.update(overrides)
+  return program.TrainConfig(**kwargs)
+
+
+def run(setup, cfg, hparams=HPARAMS):
+  federated, model_fn, process = setup
+  return program.train(process, federated, cfg, model_fn=model_fn,
+                       loss_fn=loss_fn, hparams=hparams)
+
+
+def read_csv(root_dir):
+  with open(program.RunPaths.of(root_dir).metrics_csv, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope='module')
+def reference_run(setup, tmp_path_factory):
+  """3 rounds, checkpoints after rounds 2 and 3, evaluation at 2 and 3."""
+  root = tmp_path_factory.mktemp('reference')
+  result = run(setup, config(root))
+  return root, result
+
+
+def test_run_releases_one_row_per_round(reference_run):
+  root, result = reference_run
+  rows = read_csv(root)
+  assert [r['round'] for r in rows] == ['1', '2', '3']
+  assert result.rounds_completed == 3 and not result.stopped_by_upload_cap
+  # Evaluated every 2 rounds and at the last one.
+  assert [bool(r['test/accuracy']) for r in rows] == [False, True, True]
+  for key in ('train/accuracy', 'train/loss', 'round/uplink_bytes',
+              'round/cumulative_uplink_bytes', 'density/fc1/kernel',
+              'density/fc2/kernel', 'density/total', 'time/elapsed_seconds'):
+    assert rows[0][key], key
+  uplinks = [int(r['round/uplink_bytes']) for r in rows]
+  assert [int(r['round/cumulative_uplink_bytes']) for r in rows] == list(
+      np.cumsum(uplinks))
+  assert 0.1 < float(rows[-1]['density/total']) < 0.3  # S = 0.8.
+  assert program.read_hparams(root)['sparsity'] == 0.8
+  weights, round_num = program.load_model_weights(root)
+  assert round_num == 3
+  expected = setup_weights(result)
+  for a, b in zip(weights.trainable + weights.non_trainable, expected):
+    np.testing.assert_array_equal(a, b)
+  versions = sorted(p.name for p in program.RunPaths.of(root).checkpoints
+                    .iterdir())
+  assert versions == ['program_state_2', 'program_state_3']
+
+
+def setup_weights(result):
+  w = result.state.global_model_weights
+  return list(w.trainable) + list(w.non_trainable)
+
+
+def test_resume_replaces_rounds_released_after_the_last_checkpoint(
+    setup, reference_run, tmp_path):
+  root = tmp_path / 'run'
+  shutil.copytree(reference_run[0], root)
+  # As if the run died after releasing round 3 but before checkpointing it.
+  shutil.rmtree(program.RunPaths.of(root).checkpoints / 'program_state_3')
+  result = run(setup, config(root, rounds=4))
+  rows = read_csv(root)
+  assert [r['round'] for r in rows] == ['1', '2', '3', '4']
+  # Round 3 was re-run (no longer the last round, so not evaluated).
+  assert not rows[2]['test/accuracy'] and rows[3]['test/accuracy']
+  ref = read_csv(reference_run[0])
+  for key in ('train/loss', 'round/cumulative_uplink_bytes',
+              'density/fc1/kernel'):
+    assert rows[2][key] == ref[2][key], key  # Same round 3 as before.
+  assert result.rounds_completed == 4
+  assert program.load_model_weights(root)[1] == 4
+  # A complete run restarted does nothing.
+  again = run(setup, config(root, rounds=4))
+  assert again.rounds_completed == 4 and again.metrics == {}
+  assert len(read_csv(root)) == 4
+
+
+def test_hparams_mismatch_refused_before_training(setup, reference_run):
+  root = reference_run[0]
+  with pytest.raises(program.HparamsMismatchError,
+                     match=r'(?s)batch_size: 16 .* 32.*sparsity: 0.8 .* 0.5'):
+    run(setup, config(root, batch_size=32),
+        hparams={'algorithm': 'feddst', 'sparsity': 0.5})
+  assert len(read_csv(root)) == 3
+
+
+def test_upload_cap_stops_at_first_round_reaching_it(setup, reference_run,
+                                                     tmp_path):
+  ref = read_csv(reference_run[0])
+  after_round_1 = int(ref[0]['round/cumulative_uplink_bytes'])
+  cap_mb = (after_round_1 + 1) / 1e6
+  result = run(setup, config(tmp_path, rounds=50, upload_cap_mb=cap_mb))
+  rows = read_csv(tmp_path)
+  assert result.stopped_by_upload_cap and result.rounds_completed == 2
+  assert [r['round'] for r in rows] == ['1', '2']
+  assert int(rows[1]['round/cumulative_uplink_bytes']) >= cap_mb * 1e6
+  assert rows[1]['test/accuracy']  # The last round is evaluated.
+  # Restarting with the cap reached trains nothing more.
+  assert run(setup, config(tmp_path, rounds=50,
+                           upload_cap_mb=cap_mb)).rounds_completed == 2
+
+
+def test_evaluator_matches_per_client_loop(setup, reference_run):
+  federated, model_fn, process = setup
+  weights = process.get_model_weights(reference_run[1].state)
+  got = evaluation.Evaluator(federated, model_fn, loss_fn)(weights)
+  model = algorithms.keras_model_from_weights(model_fn, weights)
+  x, y = federated.central_test
+  logits = model.predict(x, verbose=0)
+  assert got['test/accuracy'] == pytest.approx(
+      np.mean(np.argmax(logits, -1) == y), abs=1e-6)
+  log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  assert got['test/loss'] == pytest.approx(
+      -np.mean(log_softmax[np.arange(len(y)), y]), rel=1e-4)
+  accuracies = []
+  for cid in federated.test.client_ids:
+    batch = list(federated.test.create_tf_dataset_for_client(cid).batch(
+        10_000).as_numpy_iterator())
+    if batch:
+      pred = np.argmax(model.predict(batch[0]['x'], verbose=0), -1)
+      accuracies.append(np.mean(pred == batch[0]['y']))
+  assert got['test/clients'] == len(accuracies)
+  assert got['test/client_mean_accuracy'] == pytest.approx(
+      np.mean(accuracies), abs=1e-9)
+
+
+class _FailingProcess:
+
+  def next(self, state, datasets):
+    raise RuntimeError('grpc said no')
+
+
+class _Runtime:
+
+  def __init__(self, dead):
+    self.dead = dead
+
+  def check_workers(self):
+    if self.dead:
+      raise runtime.WorkerUnavailableError(
+          'TFF worker at 127.0.0.1:4321 exited with code -9.')
+
+
+def test_dead_worker_error_names_worker_and_checkpoint():
+  with pytest.raises(runtime.WorkerUnavailableError,
+                     match=r'Round 5 failed .*127\.0\.0\.1:4321.*round 4'):
+    train_loop.next_or_explain(_FailingProcess(), None, [],
+                               tff_runtime=_Runtime(dead=True), round_num=5,
+                               last_checkpoint=4)
+  with pytest.raises(RuntimeError, match='grpc said no'):
+    train_loop.next_or_explain(_FailingProcess(), None, [],
+                               tff_runtime=_Runtime(dead=False), round_num=5,
+                               last_checkpoint=4)
+
+
+@pytest.mark.parametrize('field,value', [
+    ('rounds', 0), ('clients_per_round', 0), ('eval_every', 0),
+    ('checkpoint_every', 0), ('upload_cap_mb', 0.0), ('seed', -1)])
+def test_train_config_rejects(field, value, tmp_path):
+  with pytest.raises(ValueError, match=f'TrainConfig.{field}'):
+    config(tmp_path, **{field: value})
+
+
+def test_run_hparams_merges_and_refuses_contradictions(tmp_path):
+  merged = program.run_hparams(config(tmp_path), {'algorithm': 'x', 'seed': 1})
+  assert merged['algorithm'] == 'x' and merged['rounds'] == 3
+  assert 'root_dir' not in merged
+  with pytest.raises(ValueError, match='seed'):
+    program.run_hparams(config(tmp_path), {'seed': 2})
