@@ -302,46 +302,57 @@ def train(process: tff.learning.templates.LearningProcess,
     session_start = time.monotonic()
     elapsed_before = float(counters['elapsed_seconds'])
     first_round = done_rounds + 1
-    for round_num in range(first_round, config.rounds + 1):
-      round_start = time.monotonic()
-      clients = sampling.sample_clients(
-          federated_data.client_ids, config.clients_per_round,
-          seed=config.seed, round_num=round_num)
-      datasets = sampling.round_datasets(
-          federated_data.train, clients, batch_size=config.batch_size,
-          seed=config.seed, round_num=round_num,
-          shuffle_buffer=config.shuffle_buffer)
-      output = next_or_explain(process, state, datasets,
-                               tff_runtime=tff_runtime, round_num=round_num,
-                               last_checkpoint=last_checkpoint)
-      state = output.state
-      flat = metrics_lib.flatten_metrics(output.metrics, kernel_names=names)
-      uplink = int(flat.get('round/cumulative_uplink_bytes', uplink))
-      stopped_by_cap = cap_bytes is not None and uplink >= cap_bytes
-      last = round_num == config.rounds or stopped_by_cap
-      if round_num % config.eval_every == 0 or last:
-        flat.update(evaluator(process.get_model_weights(state)))
-      now = time.monotonic()
-      elapsed = elapsed_before + now - session_start
-      flat['time/round_seconds'] = now - round_start
-      flat['time/elapsed_seconds'] = elapsed
-      asyncio.run(releaser.release(flat, key=round_num))
-      session_rounds = round_num - first_round + 1
-      eta = 0.0 if last else (now - session_start) / session_rounds * (
-          _rounds_left(round_num, config, uplink,
-                       int(flat.get('round/uplink_bytes', 0))))
-      _log_round(round_num, config, flat, elapsed, eta)
-      done_rounds = round_num
-      if round_num % config.checkpoint_every == 0 or last:
-        asyncio.run(state_manager.save(
-            (state, _counters(round_num, uplink, elapsed)), round_num))
-        # The latest checkpoint's weights, readable without the process (export).
-        save_model_weights(run_paths.model_weights,
-                           process.get_model_weights(state), round_num)
-        last_checkpoint = round_num
-        _maybe_kill_self(round_num)
-      if last:
-        break
+    try:
+      for round_num in range(first_round, config.rounds + 1):
+        round_start = time.monotonic()
+        clients = sampling.sample_clients(
+            federated_data.client_ids, config.clients_per_round,
+            seed=config.seed, round_num=round_num)
+        datasets = sampling.round_datasets(
+            federated_data.train, clients, batch_size=config.batch_size,
+            seed=config.seed, round_num=round_num,
+            shuffle_buffer=config.shuffle_buffer)
+        output = next_or_explain(process, state, datasets,
+                                 tff_runtime=tff_runtime, round_num=round_num,
+                                 last_checkpoint=last_checkpoint)
+        state = output.state
+        flat = metrics_lib.flatten_metrics(output.metrics, kernel_names=names)
+        uplink = int(flat.get('round/cumulative_uplink_bytes', uplink))
+        stopped_by_cap = cap_bytes is not None and uplink >= cap_bytes
+        last = round_num == config.rounds or stopped_by_cap
+        if round_num % config.eval_every == 0 or last:
+          flat.update(evaluator(process.get_model_weights(state)))
+        now = time.monotonic()
+        elapsed = elapsed_before + now - session_start
+        flat['time/round_seconds'] = now - round_start
+        flat['time/elapsed_seconds'] = elapsed
+        asyncio.run(releaser.release(flat, key=round_num))
+        session_rounds = round_num - first_round + 1
+        eta = 0.0 if last else (now - session_start) / session_rounds * (
+            _rounds_left(round_num, config, uplink,
+                         int(flat.get('round/uplink_bytes', 0))))
+        _log_round(round_num, config, flat, elapsed, eta)
+        done_rounds = round_num
+        if round_num % config.checkpoint_every == 0 or last:
+          weights = process.get_model_weights(state)
+          asyncio.run(state_manager.save(
+              (state, _counters(round_num, uplink, elapsed)), round_num))
+          # The latest checkpoint's weights, readable without the process (export).
+          save_model_weights(run_paths.model_weights, weights, round_num)
+          last_checkpoint = round_num
+          _maybe_kill_self(round_num)
+        if last:
+          break
+    except runtime_lib.WorkerUnavailableError as e:
+      # A dead worker can also surface outside `process.next` (evaluation,
+      # reading the weights for a checkpoint).
+      if 'Restart with the same root directory' in str(e):
+        raise
+      resume = (f'the checkpoint of round {last_checkpoint}' if last_checkpoint
+                else 'the start (no checkpoint yet)')
+      raise runtime_lib.WorkerUnavailableError(
+          f'{e} Restart with the same root directory to resume from '
+          f'{resume}.') from e
     if stopped_by_cap:
       logging.info('Cumulative uplink %.3f MB reached upload_cap_mb=%g after '
                    'round %d.', uplink / _BYTES_PER_MB, config.upload_cap_mb,
