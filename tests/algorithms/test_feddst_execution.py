@@ -191,6 +191,9 @@ def test_five_rounds_of_feddst_keep_every_invariant():
     np.testing.assert_allclose(out.metrics['finalizer']['layer_density'],
                                np.array(layout.live_counts) /
                                np.array(layout.kernel_sizes), rtol=1e-6)
+    # Every client uploads exactly the target density.
+    assert stats['client_density_mean'] == pytest.approx(
+        sum(layout.live_counts) / sum(layout.kernel_sizes))
     expected_readjust = r >= 1 and (r - 1) % every == 0 and r < end
     assert bool(stats['readjusted']) == expected_readjust
     if not expected_readjust:

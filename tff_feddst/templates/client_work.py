@@ -140,6 +140,8 @@ def _build_client_update(models_fn, layout: ModelLayout,
         uplink_bytes=encoding.payload_bytes(upload),
         downlink_bytes=encoding.payload_bytes(payload),
         mask_hamming=hamming,
+        live_weights=tf.add_n([tf.cast(tf.reduce_sum(m), tf.int64)
+                               for m in mask_vars]),
         # Training FLOPs: forward + backward (~2x forward) per example processed,
         # multiply-adds of the prunable kernels only.
         client_flops=3.0 * processed * fwd_flops,
@@ -222,6 +224,8 @@ def build_masked_client_work(
         cumulative_uplink_bytes=new_state['cumulative_uplink_bytes'],
         cumulative_downlink_bytes=new_state['cumulative_downlink_bytes'],
         mask_hamming_mean=tf.cast(stats['mask_hamming'], tf.float64) / clients,
+        client_density_mean=tf.cast(stats['live_weights'], tf.float64) / (
+            clients * float(sum(layout.kernel_sizes))),
         client_flops=stats['client_flops'],
         client_dense_flops=stats['client_dense_flops'],
     )
