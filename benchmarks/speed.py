@@ -75,7 +75,8 @@ def _build(config, spec):
       client_optimizer_fn=client_opt, sparsity=config['sparsity'],
       readjustment_ratio=0.05 if config['sparsity'] > 0 else 0.0,
       rounds_between_readjustments=2, readjustment_end_round=10_000,
-      client_epochs=config['epochs'], client_weight_decay=1e-3, seed=0)
+      client_epochs=config['epochs'],
+      client_weight_decay=config.get('weight_decay', 0.0), seed=0)
 
 
 def run_child(config) -> dict:
@@ -95,6 +96,7 @@ def run_child(config) -> dict:
   build_s = time.perf_counter() - start
   state = process.initialize()
   times = {'readjust': [], 'plain': []}
+  all_rounds = []
   flops = dense_flops = 0.0
   first = None
   for r in range(config['rounds'] + 1):
@@ -102,6 +104,7 @@ def run_child(config) -> dict:
     t = time.perf_counter()
     out = process.next(state, data)
     elapsed = time.perf_counter() - t
+    all_rounds.append(round(elapsed, 2))
     state = out.state
     if r == 0:
       first = elapsed
@@ -128,9 +131,62 @@ def run_child(config) -> dict:
           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
       worker_peak_rss_mb=round(
           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+      round_times_s=all_rounds,
       client_gflops=round(flops / 1e9, 2),
       client_dense_gflops=round(dense_flops / 1e9, 2),
   )
+
+
+PAIRED = (('stock_fedavg', 0.0), ('fedavg', 0.0), ('feddst', 0.8))
+
+
+def run_paired(config) -> dict:
+  """All three processes in one child, each round on the same clients.
+
+  The order of the three rotates every round, so machine noise (which is
+  large here: +-20% between rounds) hits them alike; ratios are taken per
+  round and their median reported.
+  """
+  runtime.ensure_runtime()
+  spec = _client_dataset(0, 2).element_spec
+  runs = {}
+  for name, s in PAIRED:
+    process = _build(dict(config, algorithm=name, sparsity=s), spec)
+    runs[name] = dict(process=process, state=process.initialize(), times=[],
+                      readjusted=[])
+  for r in range(config['rounds'] + 1):
+    ids = np.random.default_rng([0, r]).choice(
+        config['total_clients'], config['clients'], replace=False)
+    data = [_client_dataset(int(i), config['examples']) for i in ids]
+    order = list(runs)[r % 3:] + list(runs)[:r % 3]
+    for name in order:
+      run = runs[name]
+      given = ([d.repeat(config['epochs']) for d in data]
+               if name == 'stock_fedavg' else data)
+      t = time.perf_counter()
+      out = run['process'].next(run['state'], given)
+      run['times'].append(time.perf_counter() - t)
+      run['state'] = out.state
+      stats = out.metrics['client_work'].get('round', {})
+      run['readjusted'].append(bool(stats.get('readjusted', False)))
+  runtime.shutdown()
+  stock = runs['stock_fedavg']['times'][1:]
+  result = dict(config)
+  for name, run in runs.items():
+    times = run['times'][1:]
+    flags_ = run['readjusted'][1:]
+    result[name] = dict(
+        first_round_s=round(run['times'][0], 2),
+        median_round_s=round(statistics.median(times), 3),
+        median_plain_s=round(statistics.median(
+            [t for t, f in zip(times, flags_) if not f]), 3),
+        median_readjust_s=(round(statistics.median(
+            [t for t, f in zip(times, flags_) if f]), 3) if any(flags_)
+                           else None),
+        median_ratio_to_stock=round(statistics.median(
+            [t / s for t, s in zip(times, stock)]), 3),
+        round_times_s=[round(t, 2) for t in run['times']])
+  return result
 
 
 def _spawn(config) -> dict:
@@ -154,20 +210,23 @@ def compare():
   base = dict(rounds=_ROUNDS.value, clients=_CLIENTS.value,
               examples=_EXAMPLES.value, epochs=_EPOCHS.value,
               total_clients=400)
-  rows = [_spawn(dict(base, algorithm=a, sparsity=s)) for a, s in
-          [('stock_fedavg', 0.0), ('fedavg', 0.0), ('feddst', 0.8)]]
-  for row in rows:
+  paired = _spawn(dict(base, paired=True))
+  _emit(paired)
+  # Peak memory needs one process per configuration.
+  memory = {a: _spawn(dict(base, algorithm=a, sparsity=s, rounds=2))
+            for a, s in PAIRED}
+  for row in memory.values():
     _emit(row)
-  stock = rows[0]['median_round_s']
-  print('\n| run | median s/round | plain | readjust | tracing s | '
-        'python RSS MB | worker RSS MB | x stock |')
+  print('\n| run | median s/round | non-readjusting | readjusting | '
+        'first round s | median ratio to stock | python RSS MB | '
+        'worker RSS MB |')
   print('|---|---|---|---|---|---|---|---|')
-  for row in rows:
-    print(f"| {row['algorithm']} S={row['sparsity']} | {row['median_round_s']} "
-          f"| {row['median_plain_s']} | {row['median_readjust_s']} | "
-          f"{row['tracing_s']} | {row['python_peak_rss_mb']} | "
-          f"{row['worker_peak_rss_mb']} | "
-          f"{row['median_round_s'] / stock:.2f} |")
+  for name, s in PAIRED:
+    t, m = paired[name], memory[name]
+    print(f"| {name} S={s} | {t['median_round_s']} | {t['median_plain_s']} | "
+          f"{t['median_readjust_s'] or '—'} | {t['first_round_s']} | "
+          f"{t['median_ratio_to_stock']} | {m['python_peak_rss_mb']} | "
+          f"{m['worker_peak_rss_mb']} |")
 
 
 def scale():
@@ -190,7 +249,9 @@ def scale():
 def main(argv):
   del argv
   if _CHILD.value:
-    print(json.dumps(run_child(json.loads(_CHILD.value))))
+    config = json.loads(_CHILD.value)
+    fn = run_paired if config.get('paired') else run_child
+    print(json.dumps(fn(config)))
     return
   compare() if _MODE.value == 'compare' else scale()
 

@@ -95,6 +95,13 @@ def test_ties_go_to_lower_index():
   w = np.array([1.0, 2.0, 2.0, 2.0, 0.5], np.float32)
   got = sparsity.prune_by_magnitude(w, np.ones(5, np.float32), 2).numpy()
   np.testing.assert_array_equal(got, [0, 1, 1, 0, 0])
+  # Keeping most weights selects the dropped set instead; same tie rule.
+  got = sparsity.prune_by_magnitude(np.full(5, 2.0, np.float32),
+                                    np.ones(5, np.float32), 3).numpy()
+  np.testing.assert_array_equal(got, [1, 1, 1, 0, 0])
+  got = sparsity.prune_by_magnitude(w, np.array([1, 1, 1, 1, 0], np.float32),
+                                    3).numpy()
+  np.testing.assert_array_equal(got, [0, 1, 1, 1, 0])
   g = np.zeros(5, np.float32)
   mask = np.array([1, 0, 0, 0, 0], np.float32)
   got = sparsity.regrow_by_gradient(g, mask, 2).numpy()

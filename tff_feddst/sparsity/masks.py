@@ -28,12 +28,31 @@ def _top_k_indices(scores, k):
 def prune_by_magnitude(weights, mask, num_keep):
   """Mask keeping the `num_keep` largest |w| among the live weights.
 
-  `num_keep` must not exceed the number of live weights.
+  `num_keep` must not exceed the number of live weights. Equal magnitudes:
+  the lower index is kept. Whichever of the kept or dropped set is smaller is
+  selected with `top_k` (a FedDST readjustment drops only a few percent, and
+  `top_k` with a large k is slow).
   """
   live = mask > 0
-  scores = tf.where(live, tf.abs(weights), -tf.ones_like(weights))
-  keep = _top_k_indices(scores, tf.cast(num_keep, tf.int32))
-  return _scatter_ones(keep, mask)
+  num_keep = tf.cast(num_keep, tf.int32)
+  num_drop = tf.cast(tf.reduce_sum(tf.cast(live, tf.int32)), tf.int32) - num_keep
+  magnitude = tf.reshape(tf.abs(weights), [-1])
+  flat_live = tf.reshape(live, [-1])
+
+  def keep_largest():
+    scores = tf.where(flat_live, magnitude, -tf.ones_like(magnitude))
+    return _scatter_ones(_top_k_indices(scores, num_keep), mask)
+
+  def drop_smallest():
+    # On the reversed array top_k's "lower index first" drops the higher
+    # original index first, so the kept set is the same as keep_largest's.
+    scores = tf.where(flat_live, -magnitude,
+                      tf.fill(tf.shape(magnitude), -float('inf')))
+    n = tf.size(scores)
+    dropped = n - 1 - _top_k_indices(tf.reverse(scores, [0]), num_drop)
+    return tf.cast(mask > 0, mask.dtype) - _scatter_ones(dropped, mask)
+
+  return tf.cond(num_keep <= num_drop, keep_largest, drop_smallest)
 
 
 def regrow_by_gradient(grads, mask, num_grow, *, candidates=None):

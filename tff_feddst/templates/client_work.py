@@ -59,12 +59,20 @@ def _build_client_update(models_fn, layout: ModelLayout,
                          training: LocalTrainingConfig,
                          readjustment: ReadjustmentConfig,
                          loop: Callable):
-  """The client's tf.function; models_fn -> (keras_model, variable_model, loss)."""
-  keras_model, model, loss_obj = models_fn()
+  """The client's tf.function.
+
+  `models_fn` returns (wrapped Keras model, Keras model to run forward, its
+  tff.learning model, loss); the forward model shares the wrapped one's
+  trainable variables.
+  """
+  keras_model, forward_model, model, loss_obj = models_fn()
   trainable = list(keras_model.trainable_weights)
   non_trainable = list(keras_model.non_trainable_weights)
   kernel_vars = [trainable[i] for i in layout.kernel_index]
   mask_vars = [non_trainable[i] for i in layout.mask_index]
+  step_masks = [None] * len(trainable)
+  for i, m in zip(layout.kernel_index, mask_vars):
+    step_masks[i] = m
   positions = tf.constant(layout.output_positions, tf.float64)
   dense_fwd_flops = 2.0 * float(np.dot(layout.kernel_sizes,
                                        layout.output_positions))
@@ -78,7 +86,7 @@ def _build_client_update(models_fn, layout: ModelLayout,
     for batch in data.take(readjustment.gradient_batches):
       x, y = _batch_xy(batch)
       with tf.GradientTape() as tape:
-        loss = loss_obj(y, keras_model(x, training=False))
+        loss = loss_obj(y, forward_model(x, training=False))
       grads = tuple(a + b for a, b in zip(grads, tape.gradient(loss, kernel_vars)))
     return grads
 
@@ -94,21 +102,27 @@ def _build_client_update(models_fn, layout: ModelLayout,
     assign_all(non_trainable, new_non_trainable)
     global_trainable = [tf.identity(v) for v in trainable]
 
+    def _regularized(g, w, w0):
+      # One fused expression per tensor: coupled L2 (λ w) + FedProx μ (w - w0).
+      if training.weight_decay:
+        g = g + training.weight_decay * w
+      if training.prox_mu:
+        g = g + training.prox_mu * (w - w0)
+      return g
+
     def reduce_fn(state, batch):
       num_examples, opt_state = state
       with tf.GradientTape() as tape:
         output = model.forward_pass(batch, training=True)
       grads = tape.gradient(output.loss, trainable)
-      if training.weight_decay:
-        grads = [g + training.weight_decay * w for g, w in zip(grads, trainable)]
-      if training.prox_mu:
-        grads = [g + training.prox_mu * (w - w0)
-                 for g, w, w0 in zip(grads, trainable, global_trainable)]
+      if training.weight_decay or training.prox_mu:
+        grads = [_regularized(g, w, w0) for g, w, w0 in
+                 zip(grads, trainable, global_trainable)]
       opt_state, updated = optimizer.next(opt_state, tuple(trainable),
                                           tuple(grads))
-      assign_all(trainable, updated)
-      for k, m in zip(kernel_vars, mask_vars):
-        k.assign(k * m)
+      # Re-mask as part of the update: masked weights stay exactly 0.
+      for v, u, m in zip(trainable, updated, step_masks):
+        v.assign(u if m is None else u * m)
       num_examples += tf.cast(tf.shape(_batch_xy(batch)[1])[0], tf.int64)
       return num_examples, opt_state
 
@@ -161,11 +175,11 @@ def build_masked_client_work(
     readjustment: ReadjustmentConfig,
     loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
 ) -> tff.learning.templates.ClientWorkProcess:
-  """The FedDST client work; `models_fn` builds (keras, tff model, loss) anew."""
+  """The FedDST client work; `models_fn` builds the models anew (see above)."""
   loop = loop_builder.build_training_loop(loop_implementation)
 
   with tf.Graph().as_default():
-    _, model, _ = models_fn()
+    _, _, model, _ = models_fn()
     metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(
         model.metric_finalizers())
 
