@@ -32,7 +32,7 @@ from tff_feddst import algorithms
 from tff_feddst import models
 from tff_feddst import runtime
 
-_MODE = flags.DEFINE_enum('mode', 'compare', ['compare', 'scale'],
+_MODE = flags.DEFINE_enum('mode', 'compare', ['compare', 'scale', 'workers'],
                           'Which table to produce.')
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Measured rounds after warm-up.')
 _CLIENTS = flags.DEFINE_integer('clients_per_round', 20, 'compare: clients.')
@@ -79,10 +79,31 @@ def _build(config, spec):
       client_weight_decay=config.get('weight_decay', 0.0), seed=0)
 
 
+def _cpu_seconds(pid: int) -> float:
+  """User + system CPU seconds of a process (the TFF worker)."""
+  with open(f'/proc/{pid}/stat') as f:
+    fields = f.read().rsplit(')', 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def run_child(config) -> dict:
-  """One configuration: build, warm-up round, measured rounds."""
-  runtime.ensure_runtime()
+  """One configuration: build, warm-up round, measured rounds.
+
+  With config['workers'] = N > 1, N local workers split each round through
+  TFF's mergeable execution context.
+  """
   stock = config['algorithm'] == 'stock_fedavg'
+  n_workers = config.get('workers', 1)
+  if n_workers > 1:
+    workers = [runtime.LocalWorker.start() for _ in range(n_workers)]
+    rt = runtime.Runtime([w.address for w in workers])
+  else:
+    workers = []
+    rt = runtime.ensure_runtime()
+  worker_pids = [w.process.pid for w in (workers or rt.local_workers)]
+
+  def cpu_now():
+    return sum(_cpu_seconds(p) for p in worker_pids) + time.process_time()
 
   def sample(r):
     ids = np.random.default_rng([0, r]).choice(
@@ -97,13 +118,15 @@ def run_child(config) -> dict:
   state = process.initialize()
   times = {'readjust': [], 'plain': []}
   all_rounds = []
+  cpu = []
   flops = dense_flops = 0.0
   first = None
   for r in range(config['rounds'] + 1):
     data = sample(r)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_now()
     out = process.next(state, data)
     elapsed = time.perf_counter() - t
+    cpu.append(cpu_now() - c)
     all_rounds.append(round(elapsed, 2))
     state = out.state
     if r == 0:
@@ -114,7 +137,9 @@ def run_child(config) -> dict:
     times[kind].append(elapsed)
     flops = float(stats.get('client_flops', 0.0))
     dense_flops = float(stats.get('client_dense_flops', 0.0))
-  runtime.shutdown()
+  rt.close()
+  for w in workers:
+    w.stop()
   all_times = times['plain'] + times['readjust']
   median = statistics.median(all_times)
   return dict(
@@ -132,6 +157,7 @@ def run_child(config) -> dict:
       worker_peak_rss_mb=round(
           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
       round_times_s=all_rounds,
+      median_cpu_s=round(statistics.median(cpu[1:]), 3),
       client_gflops=round(flops / 1e9, 2),
       client_dense_gflops=round(dense_flops / 1e9, 2),
   )
@@ -147,13 +173,13 @@ def run_paired(config) -> dict:
   large here: +-20% between rounds) hits them alike; ratios are taken per
   round and their median reported.
   """
-  runtime.ensure_runtime()
+  worker_pid = runtime.ensure_runtime().local_workers[0].process.pid
   spec = _client_dataset(0, 2).element_spec
   runs = {}
   for name, s in PAIRED:
     process = _build(dict(config, algorithm=name, sparsity=s), spec)
     runs[name] = dict(process=process, state=process.initialize(), times=[],
-                      readjusted=[])
+                      cpu=[], readjusted=[])
   for r in range(config['rounds'] + 1):
     ids = np.random.default_rng([0, r]).choice(
         config['total_clients'], config['clients'], replace=False)
@@ -163,9 +189,10 @@ def run_paired(config) -> dict:
       run = runs[name]
       given = ([d.repeat(config['epochs']) for d in data]
                if name == 'stock_fedavg' else data)
-      t = time.perf_counter()
+      t, c = time.perf_counter(), _cpu_seconds(worker_pid) + time.process_time()
       out = run['process'].next(run['state'], given)
       run['times'].append(time.perf_counter() - t)
+      run['cpu'].append(_cpu_seconds(worker_pid) + time.process_time() - c)
       run['state'] = out.state
       stats = out.metrics['client_work'].get('round', {})
       run['readjusted'].append(bool(stats.get('readjusted', False)))
@@ -185,7 +212,12 @@ def run_paired(config) -> dict:
                            else None),
         median_ratio_to_stock=round(statistics.median(
             [t / s for t, s in zip(times, stock)]), 3),
-        round_times_s=[round(t, 2) for t in run['times']])
+        median_cpu_s=round(statistics.median(run['cpu'][1:]), 3),
+        median_cpu_ratio_to_stock=round(statistics.median(
+            [t / s for t, s in zip(run['cpu'][1:],
+                                   runs['stock_fedavg']['cpu'][1:])]), 3),
+        round_times_s=[round(t, 2) for t in run['times']],
+        round_cpu_s=[round(t, 2) for t in run['cpu']])
   return result
 
 
@@ -218,21 +250,22 @@ def compare():
   for row in memory.values():
     _emit(row)
   print('\n| run | median s/round | non-readjusting | readjusting | '
-        'first round s | median ratio to stock | python RSS MB | '
-        'worker RSS MB |')
-  print('|---|---|---|---|---|---|---|---|')
+        'first round s | median ratio to stock | CPU s/round | CPU ratio to '
+        'stock | python RSS MB | worker RSS MB |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
   for name, s in PAIRED:
     t, m = paired[name], memory[name]
     print(f"| {name} S={s} | {t['median_round_s']} | {t['median_plain_s']} | "
           f"{t['median_readjust_s'] or '—'} | {t['first_round_s']} | "
-          f"{t['median_ratio_to_stock']} | {m['python_peak_rss_mb']} | "
+          f"{t['median_ratio_to_stock']} | {t['median_cpu_s']} | "
+          f"{t['median_cpu_ratio_to_stock']} | {m['python_peak_rss_mb']} | "
           f"{m['worker_peak_rss_mb']} |")
 
 
 def scale():
-  print('| total clients | clients/round | median s/round | python RSS MB | '
-        'worker RSS MB | client GFLOPs sparse | dense |')
-  print('|---|---|---|---|---|---|---|')
+  print('| total clients | clients/round | median s/round | CPU s/round | '
+        'python RSS MB | worker RSS MB | client GFLOPs sparse | dense |')
+  print('|---|---|---|---|---|---|---|---|')
   for total in _SCALE_TOTALS.value:
     for clients in _SCALE_CLIENTS.value:
       row = _spawn(dict(algorithm='feddst', sparsity=0.8, rounds=_ROUNDS.value,
@@ -241,9 +274,23 @@ def scale():
                         epochs=_SCALE_EPOCHS.value))
       _emit(row)
       print(f"| {total} | {clients} | {row['median_round_s']} | "
-            f"{row['python_peak_rss_mb']} | {row['worker_peak_rss_mb']} | "
+            f"{row['median_cpu_s']} | {row['python_peak_rss_mb']} | {row['worker_peak_rss_mb']} | "
             f"{row['client_gflops']} | {row['client_dense_gflops']} |",
             flush=True)
+
+
+def workers_table():
+  """FedDST round time with 1, 2 and 4 local workers (the mergeable context)."""
+  print('| workers | median s/round | CPU s/round (all processes) | '
+        'python RSS MB |')
+  print('|---|---|---|---|')
+  for n in (1, 2, 4):
+    row = _spawn(dict(algorithm='feddst', sparsity=0.8, rounds=_ROUNDS.value,
+                      clients=_CLIENTS.value, examples=_EXAMPLES.value,
+                      epochs=_EPOCHS.value, total_clients=400, workers=n))
+    _emit(row)
+    print(f"| {n} | {row['median_round_s']} | {row['median_cpu_s']} | "
+          f"{row['python_peak_rss_mb']} |", flush=True)
 
 
 def main(argv):
@@ -253,7 +300,7 @@ def main(argv):
     fn = run_paired if config.get('paired') else run_child
     print(json.dumps(fn(config)))
     return
-  compare() if _MODE.value == 'compare' else scale()
+  {'compare': compare, 'scale': scale, 'workers': workers_table}[_MODE.value]()
 
 
 if __name__ == '__main__':
