@@ -1,6 +1,5 @@
 """launchers/export.py turns a run into checked SavedModel/TFLite files."""
 
-import os
 
 import numpy as np
 import tensorflow as tf
