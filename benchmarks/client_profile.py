@@ -30,8 +30,8 @@ def make(S):
   payload = encoding.encode([v.numpy() for v in k], [v.numpy() for v in m], [v.numpy() for v in d], send_masks=True)
   def models_fn():
     plain = models.mnist_cnn(); wrapped = models.make_prunable(plain, log=False)
-    loss = loss_fn()
-    return wrapped, plain, tff.learning.models.from_keras_model(plain, loss=loss, input_spec=spec), loss
+    return wrapped, tff.learning.models.from_keras_model(
+        plain, loss=loss_fn(), input_spec=spec)
   fn, _ = cw._build_client_update(models_fn, L, tff.learning.optimizers.build_sgdm(0.01, momentum=0.9),
      cw.LocalTrainingConfig(epochs=10), cw.ReadjustmentConfig(fraction=0.05, rounds_between=2, end_round=100),
      loop_builder.build_training_loop(tff.learning.LoopImplementation.DATASET_ITERATOR))

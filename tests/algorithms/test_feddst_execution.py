@@ -389,3 +389,16 @@ def test_feddst_learns_digits():
   x, y = digits.central_test
   accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y)
   assert accuracy > 0.5  # chance is 0.1
+
+
+def test_regrowth_from_several_last_batches_keeps_invariants():
+  kwargs = common(sparsity=0.7, readjustment_ratio=0.3,
+                  rounds_between_readjustments=1, readjustment_end_round=10,
+                  regrowth_gradient_batches=3)
+  layout = algorithms.build_feddst_components(model_fn, **kwargs).layout
+  process = algorithms.build_weighted_feddst(model_fn, **kwargs)
+  state, outs = run_rounds(process, process.initialize(), 2)
+  assert outs[1].metrics['client_work']['round']['mask_hamming_mean'] > 0
+  kernels, masks = kernels_and_masks(layout, process, state)
+  for k, m, n in zip(kernels, masks, layout.live_counts):
+    assert m.sum() == n and np.all(k[m == 0] == 0)

@@ -153,8 +153,10 @@ def build_feddst_components(
     client_weight_decay: L2 strength λ added to the client gradient as λ w
       (coupled weight decay, as torch's SGD `weight_decay` in the reference);
       the paper uses 1e-3.
-    regrowth_gradient_batches: batches of the client's data whose summed dense
-      gradient ranks the weights to regrow (the reference uses one).
+    regrowth_gradient_batches: the dense loss gradients of this many last
+      training batches are summed to rank the weights to regrow (the
+      reference uses the last mini-batch). They are kept during training, so
+      regrowth costs no extra pass over the data.
     client_norm_bound: a client whose uploaded weights have an L2 norm above
       this (or any NaN/Inf) is dropped from the round and counted in the
       aggregator's `dropped_clients` measurement.
@@ -211,7 +213,7 @@ def build_feddst_components(
     model = tff.learning.models.from_keras_model(
         forward_model, loss=loss, input_spec=input_spec,
         metrics=metrics_fn() if metrics_fn else None)
-    return wrapped, forward_model, model, loss
+    return wrapped, model
 
   distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
   payload_type = distributor.next.type_signature.result.result.member

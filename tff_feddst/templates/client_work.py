@@ -6,7 +6,7 @@ Each client decodes the sparse payload P (weights + mask), trains E epochs of
 SGD with the mask re-applied after every optimizer step (so masked weights stay
 exactly 0), optionally with weight decay and the FedProx term, and on
 readjustment rounds prunes α_r of its live weights by |w| and regrows as many
-by |dense gradient| (Bibikar et al., "Federated Dynamic Sparse Training",
+by |dense gradient| of its last mini-batch(es) of training (Bibikar et al., "Federated Dynamic Sparse Training",
 AAAI 2022, Alg. 1). The client optimizer's state lives for one round only, so
 regrown weights also start with fresh optimizer state. It uploads the sparse
 payload: live values, its mask packed to bits only if it changed, and the
@@ -38,7 +38,7 @@ class ReadjustmentConfig:
   rounds_between: int = 10            # R_adj
   end_round: int = 0                  # R_end
   schedule: str = 'cosine'
-  gradient_batches: int = 1           # batches for the regrowth gradient
+  gradient_batches: int = 1           # last batches summed for regrowth
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +61,10 @@ def _build_client_update(models_fn, layout: ModelLayout,
                          loop: Callable):
   """The client's tf.function.
 
-  `models_fn` returns (wrapped Keras model, Keras model to run forward, its
-  tff.learning model, loss); the forward model shares the wrapped one's
-  trainable variables.
+  `models_fn` returns (the TF-MOT-wrapped Keras model, a tff.learning model
+  whose forward pass runs on the same trainable variables).
   """
-  keras_model, forward_model, model, loss_obj = models_fn()
+  keras_model, model = models_fn()
   trainable = list(keras_model.trainable_weights)
   non_trainable = list(keras_model.non_trainable_weights)
   kernel_vars = [trainable[i] for i in layout.kernel_index]
@@ -81,14 +80,17 @@ def _build_client_update(models_fn, layout: ModelLayout,
     for v, x in zip(variables, values):
       v.assign(x)
 
-  def regrowth_gradients(data):
-    grads = tuple(tf.zeros_like(k) for k in kernel_vars)
-    for batch in data.take(readjustment.gradient_batches):
-      x, y = _batch_xy(batch)
-      with tf.GradientTape() as tape:
-        loss = loss_obj(y, forward_model(x, training=False))
-      grads = tuple(a + b for a, b in zip(grads, tape.gradient(loss, kernel_vars)))
-    return grads
+  n_recent = readjustment.gradient_batches
+
+  def _remember(recent, kernel_grads):
+    # A ring buffer of the dense loss gradients of the last `n_recent`
+    # batches (before their step; the regrowth criterion of FedDST/RigL).
+    step, buffers = recent
+    slot = tf.math.floormod(step, n_recent)
+    buffers = tuple(
+        tf.tensor_scatter_nd_update(b, [[slot]], g[None]) if n_recent > 1
+        else g[None] for b, g in zip(buffers, kernel_grads))
+    return step + 1, buffers
 
   @tf.function
   def client_update(payload, data, fraction, readjust):
@@ -111,10 +113,13 @@ def _build_client_update(models_fn, layout: ModelLayout,
       return g
 
     def reduce_fn(state, batch):
-      num_examples, opt_state = state
+      num_examples, opt_state, recent = state
       with tf.GradientTape() as tape:
         output = model.forward_pass(batch, training=True)
       grads = tape.gradient(output.loss, trainable)
+      recent = _remember(recent, [
+          tf.ensure_shape(tf.convert_to_tensor(grads[i]), trainable[i].shape)
+          for i in layout.kernel_index])  # Embeddings give IndexedSlices.
       if training.weight_decay or training.prox_mu:
         grads = [_regularized(g, w, w0) for g, w, w0 in
                  zip(grads, trainable, global_trainable)]
@@ -124,17 +129,20 @@ def _build_client_update(models_fn, layout: ModelLayout,
       for v, u, m in zip(trainable, updated, step_masks):
         v.assign(u if m is None else u * m)
       num_examples += tf.cast(tf.shape(_batch_xy(batch)[1])[0], tf.int64)
-      return num_examples, opt_state
+      return num_examples, opt_state, recent
 
     def initial_state():
       specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
-      return tf.constant(0, tf.int64), optimizer.initialize(specs)
+      recent = tuple(tf.zeros([n_recent] + k.shape.as_list(), k.dtype)
+                     for k in kernel_vars)
+      return (tf.constant(0, tf.int64), optimizer.initialize(specs),
+              (tf.constant(0, tf.int64), recent))
 
-    num_examples, _ = loop(reduce_fn, data.repeat(training.epochs),
-                           initial_state)
+    num_examples, _, (_, recent) = loop(
+        reduce_fn, data.repeat(training.epochs), initial_state)
 
     if readjust:
-      grads = regrowth_gradients(data)
+      grads = [tf.reduce_sum(r, axis=0) for r in recent]
       for k, m, g in zip(kernel_vars, mask_vars, grads):
         result = sparsity_lib.readjust(k, g, m, fraction)
         m.assign(result.mask)
@@ -179,7 +187,7 @@ def build_masked_client_work(
   loop = loop_builder.build_training_loop(loop_implementation)
 
   with tf.Graph().as_default():
-    _, _, model, _ = models_fn()
+    _, model = models_fn()
     metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(
         model.metric_finalizers())
 
