@@ -102,10 +102,13 @@ def summarize(algorithm: str) -> dict | None:
     out[f'acc@{mb}MB'] = (max(_f(r, 'test/client_mean_accuracy')
                               for r in within) if within else None)
   for r_at in _AT_ROUNDS:
-    match = [r for r in evals if int(r['round']) == r_at]
-    out[f'acc@r{r_at}'] = (_f(match[0], 'test/client_mean_accuracy')
-                           if match else None)
-    out[f'global@r{r_at}'] = (_f(match[0], 'test/accuracy') if match else None)
+    # The last evaluation at or before round r_at (dense runs evaluate every 4).
+    match = [r for r in evals if int(r['round']) <= r_at]
+    complete = int(rows[-1]['round']) >= r_at
+    out[f'acc@r{r_at}'] = (_f(match[-1], 'test/client_mean_accuracy')
+                           if match and complete else None)
+    out[f'global@r{r_at}'] = (_f(match[-1], 'test/accuracy')
+                              if match and complete else None)
   last = rows[-1]
   out['uplink_MB'] = _f(last, 'round/cumulative_uplink_bytes') / 1e6
   out['downlink_MB'] = _f(last, 'round/cumulative_downlink_bytes') / 1e6
@@ -171,7 +174,8 @@ dense ones every 4 (a dense round uploads ~21 MB, so the 100/200 MB budgets need
 Status: complete {complete or 'none'}; **not complete: {pending or 'none'}**.
 
 `acc@B` is the best mean client-local test accuracy (the paper's metric) among evaluations whose
-cumulative uplink is at most B; `acc@rN` the same metric at round N, `global@rN` the global model's
+cumulative uplink is at most B; `acc@rN` the same metric at the last evaluation at or before round N
+(round 48 for the dense runs' r50), `global@rN` the global model's
 accuracy on the central test set; uplink/downlink are the bytes actually encoded, summed over rounds;
 client TFLOPs are the training FLOPs of the live weights; wall is hours on this 2-core machine.
 
