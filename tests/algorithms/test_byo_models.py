@@ -98,25 +98,24 @@ def test_byo_model_trains_with_exact_masks(kind, model_fn, masked):
   assert plain(x).shape == (8, 3)
 
 
+def two_rounds(process, state, data):
+  metrics = []
+  for _ in range(2):
+    out = process.next(state, data)
+    state = out.state
+    metrics.append(out.metrics)
+  return state, metrics
+
+
 def test_round_across_two_workers_equals_one_worker():
   data = datasets('vision', n_clients=4)
   process = build(vision_model, data)
-  single = process.initialize()
-  state0 = single
-  outs_single = []
-  for _ in range(2):
-    out = process.next(single, data)
-    single = out.state
-    outs_single.append(out.metrics)
+  state0 = process.initialize()
+  single, outs_single = two_rounds(process, state0, data)
   workers = [runtime.LocalWorker.start() for _ in range(2)]
   try:
     with runtime.Runtime([w.address for w in workers]):
-      multi = state0
-      outs_multi = []
-      for _ in range(2):
-        out = process.next(multi, data)
-        multi = out.state
-        outs_multi.append(out.metrics)
+      multi, outs_multi = two_rounds(process, state0, data)
   finally:
     for w in workers:
       w.stop()
