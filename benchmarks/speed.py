@@ -47,6 +47,11 @@ _SCALE_TOTALS = flags.DEFINE_list('scale_total_clients', ['400', '3400'],
                                   'scale: columns.')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: run one config (JSON).')
 _OUT = flags.DEFINE_string('output', None, 'Also append JSON lines here.')
+_CONCURRENCY = flags.DEFINE_integer(
+    'worker_concurrency', None, 'Cap on client computations the local worker '
+    'runs at once (its --max_concurrent_computation_calls); unset: the '
+    "library's default (one per CPU); 0: no cap (TFF's default).",
+    lower_bound=0)
 
 
 def _client_dataset(index: int, examples: int, batch_size: int = 32):
@@ -95,11 +100,14 @@ def run_child(config) -> dict:
   stock = config['algorithm'] == 'stock_fedavg'
   n_workers = config.get('workers', 1)
   if n_workers > 1:
-    workers = [runtime.LocalWorker.start() for _ in range(n_workers)]
+    workers = [runtime.LocalWorker.start(
+        max_concurrent_calls=config.get('worker_concurrency'))
+               for _ in range(n_workers)]
     rt = runtime.Runtime([w.address for w in workers])
   else:
     workers = []
-    rt = runtime.ensure_runtime()
+    rt = runtime.ensure_runtime(
+        max_concurrent_calls=config.get('worker_concurrency'))
   worker_pids = [w.process.pid for w in (workers or rt.local_workers)]
 
   def cpu_now():
@@ -173,7 +181,9 @@ def run_paired(config) -> dict:
   large here: +-20% between rounds) hits them alike; ratios are taken per
   round and their median reported.
   """
-  worker_pid = runtime.ensure_runtime().local_workers[0].process.pid
+  worker_pid = runtime.ensure_runtime(
+      max_concurrent_calls=config.get('worker_concurrency')
+  ).local_workers[0].process.pid
   spec = _client_dataset(0, 2).element_spec
   runs = {}
   for name, s in PAIRED:
@@ -241,7 +251,7 @@ def _emit(row):
 def compare():
   base = dict(rounds=_ROUNDS.value, clients=_CLIENTS.value,
               examples=_EXAMPLES.value, epochs=_EPOCHS.value,
-              total_clients=400)
+              total_clients=400, worker_concurrency=_CONCURRENCY.value)
   paired = _spawn(dict(base, paired=True))
   _emit(paired)
   # Peak memory needs one process per configuration.

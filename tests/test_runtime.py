@@ -134,3 +134,43 @@ def test_several_workers_split_clients():
 def test_unreachable_worker_is_named():
   with pytest.raises(runtime.WorkerUnavailableError, match='127.0.0.1:9'):
     runtime.Runtime(['127.0.0.1:9'], connect_timeout=1)
+
+
+def test_capped_worker_runs_computations():
+  """The concurrency cap reaches the worker's command line and still sums."""
+  with runtime.Runtime(max_concurrent_calls=1) as rt:
+    pid = rt.local_workers[0].process.pid
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      assert b'--max_concurrent_computation_calls=1' in f.read()
+
+    @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+    def total(x):
+      return tff.federated_sum(x)
+    assert total([1.0, 2.0, 3.0]) == 6.0
+  assert _wait_gone(pid)
+  runtime.ensure_runtime()  # Give the session its default context back.
+
+
+def _cmdline(worker):
+  with open(f'/proc/{worker.process.pid}/cmdline', 'rb') as f:
+    return f.read().split(b'\0')
+
+
+@pytest.mark.parametrize('cap, expected', [
+    (None, f'--max_concurrent_computation_calls={len(os.sched_getaffinity(0))}'),
+    (3, '--max_concurrent_computation_calls=3'),
+    (0, None),
+])
+def test_default_cap_is_one_call_per_cpu(cap, expected):
+  worker = runtime.LocalWorker.start(max_concurrent_calls=cap)
+  try:
+    caps = [a for a in _cmdline(worker)
+            if a.startswith(b'--max_concurrent_computation_calls')]
+    assert caps == ([expected.encode()] if expected else [])
+  finally:
+    worker.stop()
+
+
+def test_bad_concurrency_cap_is_named():
+  with pytest.raises(ValueError, match='max_concurrent_calls'):
+    runtime.LocalWorker.start(max_concurrent_calls=-1)

@@ -82,6 +82,9 @@ def test_server_optimizer_state_in_finalizer():
     (dict(sparsity_distribution='dense'), 'sparsity_distribution'),
     (dict(readjustment_schedule='linear'), 'schedule'),
     (dict(prox_mu=-1.0), 'prox_mu'),
+    (dict(input_spec=collections.OrderedDict(
+        x=tf.TensorSpec([8, 8, 1], tf.float32),
+        y=tf.TensorSpec([], tf.int32))), 'input_spec looks unbatched'),
 ])
 def test_bad_arguments_are_named(overrides, match):
   with pytest.raises(ValueError, match=match):

@@ -79,6 +79,27 @@ def _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
       raise ValueError(f'{name} must be {expected}, got {value!r}.')
 
 
+def _check_input_spec(input_spec, model: tf.keras.Model):
+  """Fails early on an unbatched spec (a common slip: a client dataset's
+  element_spec taken before `.batch`), which would otherwise surface as a
+  shape error deep inside TFF's tracing."""
+  x_spec = (input_spec['x'] if isinstance(input_spec, dict) else
+            input_spec[0] if isinstance(input_spec, (tuple, list)) else None)
+  try:
+    model_rank = len(model.input_shape)
+  except (AttributeError, TypeError):  # Several inputs or no input shape.
+    return
+  if not isinstance(x_spec, tf.TensorSpec) or x_spec.shape.rank is None:
+    return
+  if x_spec.shape.rank == model_rank - 1:
+    raise ValueError(
+        f'input_spec looks unbatched: x has shape {x_spec.shape} but the '
+        f'model takes {model.input_shape} (batch dimension first). Pass the '
+        'spec of the batched client datasets, e.g. '
+        '`tff_feddst.program.batch_input_spec(data, batch_size)` or '
+        '`dataset.batch(b).element_spec`.')
+
+
 class FedDSTComponents(NamedTuple):
   """The parts `build_weighted_feddst` composes (for tests and custom loops)."""
   layout: layout_lib.ModelLayout
@@ -179,6 +200,7 @@ def build_feddst_components(
   if seed is not None:
     tf.keras.utils.set_random_seed(seed)
   initial_model = models_lib.make_prunable(model_fn())
+  _check_input_spec(input_spec, initial_model)
   models_lib.apply_initial_masks(initial_model, sparsity, sparsity_distribution)
   layout = layout_lib.build_layout(initial_model, sparsity, sparsity_distribution)
   initial_trainable = [v.numpy() for v in initial_model.trainable_weights]
