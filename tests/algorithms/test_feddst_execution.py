@@ -402,3 +402,73 @@ def test_regrowth_from_several_last_batches_keeps_invariants():
   kernels, masks = kernels_and_masks(layout, process, state)
   for k, m, n in zip(kernels, masks, layout.live_counts):
     assert m.sum() == n and np.all(k[m == 0] == 0)
+
+
+def np_readjust(w, g, m, fraction):
+  """FedDST's readjustment in numpy: prune k smallest |w| among the live,
+  regrow the k largest |g| among the previously dead, regrown weights = 0."""
+  w, g, m = w.ravel(), g.ravel(), m.ravel()
+  live = np.flatnonzero(m)
+  dead = np.flatnonzero(m == 0)
+  k = min(int(np.floor(np.float32(fraction) * np.float32(live.size))),
+          dead.size)
+  kept = m.copy()
+  kept[live[np.argsort(np.abs(w[live]), kind='stable')[:k]]] = 0
+  new_mask = kept.copy()
+  new_mask[dead[np.argsort(-np.abs(g[dead]), kind='stable')[:k]]] = 1
+  return new_mask, w * kept, k
+
+
+@pytest.mark.parametrize('gradient_batches', [1, 3])
+def test_client_readjustment_matches_eager_reference(gradient_batches):
+  """One client's upload = plain eager SGD with re-masking, then np_readjust
+  on the summed gradients of the last `gradient_batches` batches."""
+  alpha, lr, epochs, data = 0.3, 0.1, 2, DATA[1]
+  kwargs = common(sparsity=0.7, readjustment_ratio=alpha,
+                  rounds_between_readjustments=1, readjustment_end_round=10,
+                  regrowth_gradient_batches=gradient_batches, client_epochs=epochs,
+                  client_optimizer_fn=tff.learning.optimizers.build_sgdm(lr))
+  parts = algorithms.build_feddst_components(model_fn, **kwargs)
+  layout = parts.layout
+  weights = parts.initial_model_weights_fn()
+  trainable = [np.asarray(w) for w in weights.trainable]
+  non_trainable = [np.asarray(w) for w in weights.non_trainable]
+  payload = tf.nest.map_structure(lambda t: t.numpy(), encoding.encode(
+      *layout.split(trainable, non_trainable), send_masks=True))
+  state = parts.client_work.initialize()
+  state['round_num'] = 1
+  out = parts.client_work.next(state, [payload], [data])
+  fraction = alpha / 2 * (1 + math.cos(math.pi / 10))
+  assert out.measurements['round']['readjustment_fraction'] == pytest.approx(
+      fraction, 1e-6)
+
+  masks = {i: non_trainable[j]
+           for i, j in zip(layout.kernel_index, layout.mask_index)}
+  model = model_fn()
+  for v, w in zip(model.trainable_weights, trainable):
+    v.assign(w)
+  loss = loss_fn()
+  recent = []
+  for _ in range(epochs):
+    for batch in data:
+      with tf.GradientTape() as tape:
+        value = loss(batch['y'], model(batch['x'], training=True))
+      grads = tape.gradient(value, model.trainable_weights)
+      recent.append([grads[i].numpy() for i in layout.kernel_index])
+      for i, (v, g) in enumerate(zip(model.trainable_weights, grads)):
+        v.assign((v - lr * g) * masks[i] if i in masks else v - lr * g)
+  summed = [sum(r[n] for r in recent[-gradient_batches:])
+            for n in range(len(layout.kernel_index))]
+
+  update = out.result[0].update
+  readjusted = 0
+  for n, (i, shape) in enumerate(zip(layout.kernel_index, layout.kernel_shapes)):
+    size = int(np.prod(shape))
+    want_mask, want_w, k = np_readjust(model.trainable_weights[i].numpy(),
+                                       summed[n], masks[i], fraction)
+    readjusted += k
+    got_mask = encoding.unpack_bits(update['masks'][n], size).numpy()
+    np.testing.assert_array_equal(got_mask, want_mask)
+    np.testing.assert_allclose(update['values'][n], want_w[want_mask > 0],
+                               atol=1e-5)
+  assert readjusted > 0

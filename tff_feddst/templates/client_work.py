@@ -69,9 +69,12 @@ def _build_client_update(models_fn, layout: ModelLayout,
   non_trainable = list(keras_model.non_trainable_weights)
   kernel_vars = [trainable[i] for i in layout.kernel_index]
   mask_vars = [non_trainable[i] for i in layout.mask_index]
-  step_masks = [None] * len(trainable)
-  for i, m in zip(layout.kernel_index, mask_vars):
-    step_masks[i] = m
+  # Kernels whose mask has every weight live (a layer ERK keeps dense, or
+  # S=0) need no re-masking: readjustment never changes them (it regrows only
+  # among dead weights), so they skip the per-step multiply.
+  remasked = {i: m for i, m, live, size in zip(
+      layout.kernel_index, mask_vars, layout.live_counts, layout.kernel_sizes)
+              if live < size}
   positions = tf.constant(layout.output_positions, tf.float64)
   dense_fwd_flops = 2.0 * float(np.dot(layout.kernel_sizes,
                                        layout.output_positions))
@@ -80,17 +83,36 @@ def _build_client_update(models_fn, layout: ModelLayout,
     for v, x in zip(variables, values):
       v.assign(x)
 
-  n_recent = readjustment.gradient_batches
+  # Regrowth ranks dead weights by the dense loss gradient of the last
+  # `n_recent` training batches (before their step; FedDST/RigL's criterion),
+  # kept in the loop state: none when clients never readjust, the last
+  # gradient itself for one batch, a ring buffer for several.
+  n_recent = (readjustment.gradient_batches if readjustment.fraction > 0
+              else 0)
+
+  def _dense(g, v):
+    if isinstance(g, tf.IndexedSlices):  # Embeddings.
+      g = tf.ensure_shape(tf.convert_to_tensor(g), v.shape)
+    return g
 
   def _remember(recent, kernel_grads):
-    # A ring buffer of the dense loss gradients of the last `n_recent`
-    # batches (before their step; the regrowth criterion of FedDST/RigL).
+    if n_recent <= 1:
+      return (recent[0], tuple(kernel_grads)) if n_recent else recent
     step, buffers = recent
     slot = tf.math.floormod(step, n_recent)
-    buffers = tuple(
-        tf.tensor_scatter_nd_update(b, [[slot]], g[None]) if n_recent > 1
-        else g[None] for b, g in zip(buffers, kernel_grads))
+    buffers = tuple(tf.tensor_scatter_nd_update(b, [[slot]], g[None])
+                    for b, g in zip(buffers, kernel_grads))
     return step + 1, buffers
+
+  def _initial_recent():
+    shape = [n_recent] if n_recent > 1 else []
+    return (tf.constant(0, tf.int64),
+            tuple(tf.zeros(shape + k.shape.as_list(), k.dtype)
+                  for k in kernel_vars) if n_recent else ())
+
+  def _summed(recent):
+    return [tf.reduce_sum(r, axis=0) if n_recent > 1 else r
+            for r in recent[1]]
 
   @tf.function
   def client_update(payload, data, fraction, readjust):
@@ -103,6 +125,9 @@ def _build_client_update(models_fn, layout: ModelLayout,
     assign_all(trainable, new_trainable)
     assign_all(non_trainable, new_non_trainable)
     global_trainable = [tf.identity(v) for v in trainable]
+    # The masks are fixed during training: read them once, not every step.
+    step_masks = [tf.identity(remasked[i]) if i in remasked else None
+                  for i in range(len(trainable))]
 
     def _regularized(g, w, w0):
       # One fused expression per tensor: coupled L2 (λ w) + FedProx μ (w - w0).
@@ -117,9 +142,8 @@ def _build_client_update(models_fn, layout: ModelLayout,
       with tf.GradientTape() as tape:
         output = model.forward_pass(batch, training=True)
       grads = tape.gradient(output.loss, trainable)
-      recent = _remember(recent, [
-          tf.ensure_shape(tf.convert_to_tensor(grads[i]), trainable[i].shape)
-          for i in layout.kernel_index])  # Embeddings give IndexedSlices.
+      recent = _remember(recent, [_dense(grads[i], trainable[i])
+                                  for i in layout.kernel_index])
       if training.weight_decay or training.prox_mu:
         grads = [_regularized(g, w, w0) for g, w, w0 in
                  zip(grads, trainable, global_trainable)]
@@ -133,16 +157,14 @@ def _build_client_update(models_fn, layout: ModelLayout,
 
     def initial_state():
       specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
-      recent = tuple(tf.zeros([n_recent] + k.shape.as_list(), k.dtype)
-                     for k in kernel_vars)
       return (tf.constant(0, tf.int64), optimizer.initialize(specs),
-              (tf.constant(0, tf.int64), recent))
+              _initial_recent())
 
-    num_examples, _, (_, recent) = loop(
+    num_examples, _, recent = loop(
         reduce_fn, data.repeat(training.epochs), initial_state)
 
-    if readjust:
-      grads = [tf.reduce_sum(r, axis=0) for r in recent]
+    if n_recent and readjust:
+      grads = _summed(recent)
       for k, m, g in zip(kernel_vars, mask_vars, grads):
         result = sparsity_lib.readjust(k, g, m, fraction)
         m.assign(result.mask)
