@@ -40,6 +40,12 @@ _DOCS = flags.DEFINE_string('docs_dir', os.path.join(_REPO, 'docs'),
                             'Where --report writes.')
 _BUDGETS_MB = (100, 200, 400)
 _AT_ROUNDS = (50, 100, 150)
+# Single evaluations at beta=0.1 swing by several points; the mean over the
+# last third of the rounds is the steadier equal-rounds comparison.
+_TAIL_FROM = 101
+# Differences within this are called level in the verdicts.
+_LEVEL = 0.01
+NOTES_MARKER = '<!-- Everything below this line is kept by --report. -->'
 
 PAPER = ['--dataset=fashion_mnist', '--total_clients=400', '--beta=0.1',
          '--clients_per_round=20', '--client_epochs=10', '--batch_size=32',
@@ -109,6 +115,11 @@ def summarize(algorithm: str) -> dict | None:
                            if match and complete else None)
     out[f'global@r{r_at}'] = (_f(match[-1], 'test/accuracy')
                               if match and complete else None)
+  tail = [_f(r, 'test/client_mean_accuracy') for r in evals
+          if int(r['round']) >= _TAIL_FROM]
+  out[f'acc_mean_r{_TAIL_FROM}+'] = (
+      sum(tail) / len(tail) if tail and out['rounds'] >= _ROUNDS.value
+      else None)
   last = rows[-1]
   out['uplink_MB'] = _f(last, 'round/cumulative_uplink_bytes') / 1e6
   out['downlink_MB'] = _f(last, 'round/cumulative_downlink_bytes') / 1e6
@@ -123,31 +134,76 @@ def _fmt(v):
   return f'{v:.3f}' if isinstance(v, float) else str(v)
 
 
+_UPLOAD_POINTS = [f'acc@{mb}MB' for mb in _BUDGETS_MB]
+_ROUND_POINTS = [f'acc@r{r}' for r in _AT_ROUNDS] + [f'acc_mean_r{_TAIL_FROM}+']
+
+
+def _differences(feddst: dict, other: dict, points) -> list[float | None]:
+  return [None if feddst[k] is None or other[k] is None
+          else feddst[k] - other[k] for k in points]
+
+
 def _comparison(summaries: list[dict]) -> list[str]:
   """FedDST minus each baseline, at equal upload and at equal rounds."""
   by_name = {s['algorithm']: s for s in summaries}
   if 'feddst' not in by_name:
     return []
-  points = [f'acc@{mb}MB' for mb in _BUDGETS_MB] + [f'acc@r{r}'
-                                                    for r in _AT_ROUNDS]
+  points = _UPLOAD_POINTS + _ROUND_POINTS
   lines = ['| FedDST minus | ' + ' | '.join(points) + ' |',
            '|' + '---|' * (len(points) + 1)]
   for name, other in by_name.items():
     if name == 'feddst':
       continue
-    cells = []
-    for key in points:
-      a, b = by_name['feddst'][key], other[key]
-      cells.append('—' if a is None or b is None else f'{a - b:+.3f}')
+    cells = ['—' if d is None else f'{d:+.3f}'
+             for d in _differences(by_name['feddst'], other, points)]
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   return lines
+
+
+def _judge(diffs: list[float | None]) -> str:
+  known = [d for d in diffs if d is not None]
+  if len(known) < len(diffs):
+    return 'not known yet'
+  cells = ', '.join(f'{d:+.3f}' for d in known)
+  if all(d > _LEVEL for d in known):
+    return f'**better** ({cells})'
+  if all(d < -_LEVEL for d in known):
+    return f'**worse** ({cells})'
+  if all(abs(d) <= _LEVEL for d in known):
+    return f'level ({cells})'
+  return f'mixed ({cells})'
+
+
+def verdicts(summaries: list[dict]) -> list[str]:
+  """One line per baseline: does FedDST beat it at equal upload / rounds?"""
+  by_name = {s['algorithm']: s for s in summaries}
+  if 'feddst' not in by_name:
+    return []
+  lines = []
+  for name, other in by_name.items():
+    if name == 'feddst':
+      continue
+    upload = _judge(_differences(by_name['feddst'], other, _UPLOAD_POINTS))
+    rounds = _judge(_differences(by_name['feddst'], other, _ROUND_POINTS))
+    lines.append(f'- FedDST vs {name}: at equal upload (100/200/400 MB) '
+                 f'{upload}; at equal rounds (r50/r100/r150/mean '
+                 f'r{_TAIL_FROM}+) {rounds}.')
+  return lines
+
+
+def _kept_notes(path: str) -> str:
+  if not os.path.exists(path):
+    return ''
+  with open(path) as f:
+    text = f.read()
+  return text.split(NOTES_MARKER, 1)[1] if NOTES_MARKER in text else ''
 
 
 def report() -> None:
   """Writes docs/results.md (tables, status, commands) and the plots."""
   summaries = [s for s in map(summarize, _ALGORITHMS.value) if s]
-  keys = ['algorithm', 'rounds'] + [f'acc@{mb}MB' for mb in _BUDGETS_MB] + [
-      f'acc@r{r}' for r in _AT_ROUNDS] + [f'global@r{r}' for r in _AT_ROUNDS] + [
+  keys = ['algorithm', 'rounds'] + _UPLOAD_POINTS + _ROUND_POINTS + [
+      f'global@r{r}' for r in _AT_ROUNDS] + [
           'uplink_MB', 'downlink_MB', 'client_TFLOPs', 'wall_h']
   table = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
   for s in summaries:
@@ -175,8 +231,9 @@ Status: complete {complete or 'none'}; **not complete: {pending or 'none'}**.
 
 `acc@B` is the best mean client-local test accuracy (the paper's metric) among evaluations whose
 cumulative uplink is at most B; `acc@rN` the same metric at the last evaluation at or before round N
-(round 48 for the dense runs' r50), `global@rN` the global model's
-accuracy on the central test set; uplink/downlink are the bytes actually encoded, summed over rounds;
+(round 48 for the dense runs' r50), `acc_mean_r{_TAIL_FROM}+` its mean over the evaluations from round
+{_TAIL_FROM} on (steadier than one evaluation), `global@rN` the global model's accuracy on the central
+test set; uplink/downlink are the bytes actually encoded, summed over rounds;
 client TFLOPs are the training FLOPs of the live weights; wall is hours on this 2-core machine.
 
 {chr(10).join(table)}
@@ -184,6 +241,10 @@ client TFLOPs are the training FLOPs of the live weights; wall is hours on this 
 FedDST minus each baseline (positive: FedDST is better):
 
 {chr(10).join(_comparison(summaries))}
+
+Verdicts (generated; "level" means within ±{_LEVEL} everywhere, "mixed" that the signs differ):
+
+{chr(10).join(verdicts(summaries))}
 
 ![accuracy versus cumulative uplink](accuracy_vs_uplink.png)
 ![accuracy versus rounds](accuracy_vs_rounds.png)
@@ -193,9 +254,13 @@ Commands (each resumes from its checkpoints; `benchmarks/reproduce.py` runs them
 ```
 {commands}
 ```
-"""
-  with open(os.path.join(_DOCS.value, 'results.md'), 'w') as f:
+
+{NOTES_MARKER}"""
+  path = os.path.join(_DOCS.value, 'results.md')
+  text += _kept_notes(path)
+  with open(path + '.tmp', 'w') as f:
     f.write(text)
+  os.replace(path + '.tmp', path)
   with open(os.path.join(_DOCS.value, 'results_summary.json'), 'w') as f:
     json.dump(summaries, f, indent=1)
   print(text)

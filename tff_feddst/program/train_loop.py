@@ -320,8 +320,10 @@ def train(process: tff.learning.templates.LearningProcess,
         uplink = int(flat.get('round/cumulative_uplink_bytes', uplink))
         stopped_by_cap = cap_bytes is not None and uplink >= cap_bytes
         last = round_num == config.rounds or stopped_by_cap
+        weights = None  # Read from the state at most once per round.
         if round_num % config.eval_every == 0 or last:
-          flat.update(evaluator(process.get_model_weights(state)))
+          weights = process.get_model_weights(state)
+          flat.update(evaluator(weights))
         now = time.monotonic()
         elapsed = elapsed_before + now - session_start
         flat['time/round_seconds'] = now - round_start
@@ -334,7 +336,8 @@ def train(process: tff.learning.templates.LearningProcess,
         _log_round(round_num, config, flat, elapsed, eta)
         done_rounds = round_num
         if round_num % config.checkpoint_every == 0 or last:
-          weights = process.get_model_weights(state)
+          if weights is None:
+            weights = process.get_model_weights(state)
           asyncio.run(state_manager.save(
               (state, _counters(round_num, uplink, elapsed)), round_num))
           # The latest checkpoint's weights, readable without the process (export).
@@ -360,7 +363,9 @@ def train(process: tff.learning.templates.LearningProcess,
   else:
     logging.info('%s is already complete (%d rounds); nothing to train.',
                  run_paths.root, done_rounds)
-  save_model_weights(run_paths.model_weights, process.get_model_weights(state),
-                     done_rounds)
+    # The last round always checkpoints; this covers runs from before
+    # model_weights.npz existed.
+    save_model_weights(run_paths.model_weights,
+                       process.get_model_weights(state), done_rounds)
   return TrainResult(state=state, rounds_completed=done_rounds, metrics=flat,
                      stopped_by_upload_cap=stopped_by_cap)
