@@ -39,6 +39,18 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None,
                                 'Dataset files (default: the run\'s).')
 
 
+def test_data(hparams: dict) -> tuple:
+  """(test images, input shape, number of classes) of the run's dataset."""
+  data_dir = _DATA_DIR.value or hparams.get('data_dir')
+  if hparams['dataset'] == 'emnist':
+    federated = data_lib.load_emnist(
+        data_dir, min_examples=hparams.get('min_examples') or 0)
+    return (federated.central_test[0], federated.input_shape,
+            federated.num_classes)
+  centralized = data_lib.load(hparams['dataset'], data_dir)
+  return centralized.x_test, centralized.input_shape, centralized.num_classes
+
+
 def main(argv):
   del argv
   hparams = program.read_hparams(_ROOT.value)
@@ -47,21 +59,16 @@ def main(argv):
     sys.exit(f'--root_dir={_ROOT.value}: no hparams.json or model_weights.npz; '
              'expected the directory of a launchers/train.py run with at least '
              'one checkpoint.')
-  if hparams['dataset'] == 'emnist':
-    sys.exit('Export reads test images from the run\'s dataset; EMNIST runs '
-             'are not supported by this launcher yet.')
   try:
-    centralized = data_lib.load(hparams['dataset'],
-                                _DATA_DIR.value or hparams.get('data_dir'))
+    x_test, input_shape, num_classes = test_data(hparams)
   except data_lib.DatasetNotFoundError as e:
     sys.exit(str(e))
-  model_fn = models.get_model_fn(hparams['model'], centralized.input_shape,
-                                 centralized.num_classes)
+  model_fn = models.get_model_fn(hparams['model'], input_shape, num_classes)
   weights, round_num = program.load_model_weights(_ROOT.value)
   model = algorithms.keras_model_from_weights(model_fn, weights)
   output_dir = _OUTPUT.value or os.path.join(_ROOT.value, 'export')
   artifacts = export.export_model(model, output_dir,
-                                  centralized.x_test[:_SAMPLES.value],
+                                  x_test[:_SAMPLES.value],
                                   int8=_INT8.value)
   print(f'Exported round {round_num} of {_ROOT.value} to {output_dir}; every '
         f'model was checked on {_SAMPLES.value} test images (float exports: '

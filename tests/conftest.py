@@ -1,10 +1,12 @@
 """Every test session runs TFF on a worker owned by `tff_feddst.runtime`."""
 
 import os
+import sqlite3
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tff_feddst import runtime  # pylint: disable=g-import-not-at-top
 
@@ -14,3 +16,31 @@ def tff_runtime():
   rt = runtime.ensure_runtime()
   yield rt
   runtime.shutdown()
+
+
+def _write_fake_emnist(path, clients):
+  """A tiny database in TFF's EMNIST layout.
+
+  `clients`: {(client id, split name): [(pixels (28, 28), label), ...]}.
+  """
+  with sqlite3.connect(path) as con:
+    con.execute('CREATE TABLE examples (split_name TEXT, client_id TEXT, '
+                'serialized_example_proto BLOB)')
+    con.execute('CREATE TABLE client_metadata (client_id TEXT, split_name TEXT, '
+                'num_examples INTEGER)')
+    for (cid, split), examples in clients.items():
+      for pixels, label in examples:
+        proto = tf.train.Example(features=tf.train.Features(feature={
+            'pixels': tf.train.Feature(float_list=tf.train.FloatList(
+                value=pixels.ravel())),
+            'label': tf.train.Feature(int64_list=tf.train.Int64List(
+                value=[label])),
+        })).SerializeToString()
+        con.execute('INSERT INTO examples VALUES (?, ?, ?)', (split, cid, proto))
+      con.execute('INSERT INTO client_metadata VALUES (?, ?, ?)',
+                  (cid, split, len(examples)))
+
+
+@pytest.fixture
+def write_fake_emnist():
+  return _write_fake_emnist

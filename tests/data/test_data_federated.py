@@ -1,7 +1,6 @@
 """ClientData construction (no federated computation is executed here)."""
 
 import collections
-import sqlite3
 
 import numpy as np
 import pytest
@@ -72,26 +71,7 @@ def test_load_emnist_not_found(tmp_path):
     assert 'emnist_all.sqlite.lzma' in str(err.value)
 
 
-def write_fake_emnist(path, clients):
-    """A tiny database in TFF's EMNIST layout: {(client, split): [(pixels, label), ...]}."""
-    with sqlite3.connect(path) as con:
-        con.execute('CREATE TABLE examples (split_name TEXT, client_id TEXT, '
-                    'serialized_example_proto BLOB)')
-        con.execute('CREATE TABLE client_metadata (client_id TEXT, split_name TEXT, '
-                    'num_examples INTEGER)')
-        for (cid, split), examples in clients.items():
-            for pixels, label in examples:
-                proto = tf.train.Example(features=tf.train.Features(feature={
-                    'pixels': tf.train.Feature(float_list=tf.train.FloatList(
-                        value=pixels.ravel())),
-                    'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-                })).SerializeToString()
-                con.execute('INSERT INTO examples VALUES (?, ?, ?)', (split, cid, proto))
-            con.execute('INSERT INTO client_metadata VALUES (?, ?, ?)',
-                        (cid, split, len(examples)))
-
-
-def test_load_emnist_from_tiny_database(tmp_path):
+def test_load_emnist_from_tiny_database(tmp_path, write_fake_emnist):
     rng = np.random.default_rng(0)
 
     def examples(labels):

@@ -17,6 +17,7 @@ from tff_feddst.program.sampling import sample_clients
 from tff_feddst.program.train_loop import KILL_AFTER_ROUND_ENV
 from tff_feddst.program.train_loop import load_model_weights
 from tff_feddst.program.train_loop import run_hparams
+from tff_feddst.program.train_loop import save_model_weights
 from tff_feddst.program.train_loop import train
 from tff_feddst.program.train_loop import TrainConfig
 from tff_feddst.program.train_loop import TrainResult
