@@ -207,6 +207,9 @@ def test_five_rounds_of_feddst_keep_every_invariant():
       assert 0 < stats['mask_hamming_mean'] <= bound
     if any(np.any(a != b) for a, b in zip(masks, prev_masks)):
       changed_rounds.append(r)
+    # The finalizer counts the weights that entered the global mask.
+    assert out.metrics['finalizer']['mask_swaps'] == sum(
+        int(np.sum((a > 0) & (b == 0))) for a, b in zip(masks, prev_masks))
     prev_masks = masks
   # The global mask moves only after readjustment rounds.
   assert changed_rounds and set(changed_rounds) <= {1, 3}

@@ -81,11 +81,20 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
                      for c, o in zip(non_trainable, old_non_trainable)]
     new_weights = tff.learning.models.ModelWeights(trainable, non_trainable)
     kept_masks = [non_trainable[i] for i in layout.mask_index]
+    old_masks = [old_non_trainable[i] for i in layout.mask_index]
     live = [tf.reduce_sum(m) for m in kept_masks]
     measurements = collections.OrderedDict(
         layer_density=tf.stack([l / float(n) for l, n in
                                 zip(live, layout.kernel_sizes)]),
         density=tf.add_n(live) / float(sum(layout.kernel_sizes)),
+        # How dynamic the global mask is: weights that entered it this round
+        # (as many left it, since every layer keeps its exact live count).
+        # (Not `old == 0`: TFF traces in graph mode, where `==` on tensors is
+        # Python identity.)
+        mask_swaps=tf.add_n([
+            tf.reduce_sum(tf.cast(tf.logical_and(new > 0, tf.equal(old, 0.0)),
+                                  tf.int64))
+            for new, old in zip(kept_masks, old_masks)]),
     )
     return new_state, new_weights, measurements
 
