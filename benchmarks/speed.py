@@ -91,6 +91,11 @@ def _cpu_seconds(pid: int) -> float:
   return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
+def _cpu_now(worker_pids) -> float:
+  """CPU seconds so far of the workers plus this process."""
+  return sum(_cpu_seconds(p) for p in worker_pids) + time.process_time()
+
+
 def run_child(config) -> dict:
   """One configuration: build, warm-up round, measured rounds.
 
@@ -110,9 +115,6 @@ def run_child(config) -> dict:
         max_concurrent_calls=config.get('worker_concurrency'))
   worker_pids = [w.process.pid for w in (workers or rt.local_workers)]
 
-  def cpu_now():
-    return sum(_cpu_seconds(p) for p in worker_pids) + time.process_time()
-
   def sample(r):
     ids = np.random.default_rng([0, r]).choice(
         config['total_clients'], config['clients'], replace=False)
@@ -131,10 +133,10 @@ def run_child(config) -> dict:
   first = None
   for r in range(config['rounds'] + 1):
     data = sample(r)
-    t, c = time.perf_counter(), cpu_now()
+    t, c = time.perf_counter(), _cpu_now(worker_pids)
     out = process.next(state, data)
     elapsed = time.perf_counter() - t
-    cpu.append(cpu_now() - c)
+    cpu.append(_cpu_now(worker_pids) - c)
     all_rounds.append(round(elapsed, 2))
     state = out.state
     if r == 0:
@@ -181,9 +183,9 @@ def run_paired(config) -> dict:
   large here: +-20% between rounds) hits them alike; ratios are taken per
   round and their median reported.
   """
-  worker_pid = runtime.ensure_runtime(
+  worker_pids = [runtime.ensure_runtime(
       max_concurrent_calls=config.get('worker_concurrency')
-  ).local_workers[0].process.pid
+  ).local_workers[0].process.pid]
   spec = _client_dataset(0, 2).element_spec
   runs = {}
   for name, s in PAIRED:
@@ -199,10 +201,10 @@ def run_paired(config) -> dict:
       run = runs[name]
       given = ([d.repeat(config['epochs']) for d in data]
                if name == 'stock_fedavg' else data)
-      t, c = time.perf_counter(), _cpu_seconds(worker_pid) + time.process_time()
+      t, c = time.perf_counter(), _cpu_now(worker_pids)
       out = run['process'].next(run['state'], given)
       run['times'].append(time.perf_counter() - t)
-      run['cpu'].append(_cpu_seconds(worker_pid) + time.process_time() - c)
+      run['cpu'].append(_cpu_now(worker_pids) - c)
       run['state'] = out.state
       stats = out.metrics['client_work'].get('round', {})
       run['readjusted'].append(bool(stats.get('readjusted', False)))

@@ -39,7 +39,7 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None,
                                 'Dataset files (default: the run\'s).')
 
 
-def test_data(hparams: dict) -> tuple:
+def _test_images(hparams: dict) -> tuple:
   """(test images, input shape, number of classes) of the run's dataset."""
   data_dir = _DATA_DIR.value or hparams.get('data_dir')
   if hparams['dataset'] == 'emnist':
@@ -60,7 +60,7 @@ def main(argv):
              'expected the directory of a launchers/train.py run with at least '
              'one checkpoint.')
   try:
-    x_test, input_shape, num_classes = test_data(hparams)
+    x_test, input_shape, num_classes = _test_images(hparams)
   except data_lib.DatasetNotFoundError as e:
     sys.exit(str(e))
   model_fn = models.get_model_fn(hparams['model'], input_shape, num_classes)

@@ -86,8 +86,9 @@ class LocalWorker:
     """`max_concurrent_calls` caps how many client computations of one
     `federated_map` the worker runs at once. None: one per CPU this process
     may use; 0: no cap (TFF's default). Without a cap the worker starts all
-    clients of a round at once, and on 2 cores the paper CNN's round took
-    ~1.35x longer (7.9 s vs 5.7 s, `benchmarks/speed.py`) and varied +-30%."""
+    clients of a round at once, and on 2 cores the paper CNN's stock FedAvg
+    round took 1.38x longer (7.9 s vs 5.7 s median, single rounds 5.7-12.5 s;
+    `benchmarks/speed.py --mode=compare --worker_concurrency=0` vs `=2`)."""
     if threading.current_thread() is not threading.main_thread():
       # PDEATHSIG fires when the *thread* that forked exits.
       logging.warning('Starting a TFF worker from a non-main thread: it will be '
