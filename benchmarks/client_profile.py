@@ -26,9 +26,9 @@ from tensorflow_federated.python.learning import loop_builder
 from tensorflow_federated.python.learning.templates import model_delta_client_work
 
 from tff_feddst import models
-from tff_feddst.aggregators import encoding
+from tff_feddst.sparse import codec
 from tff_feddst.templates import client_work
-from tff_feddst.templates import layout as layout_lib
+from tff_feddst.sparse import layout as layout_lib
 
 _REPETITIONS = flags.DEFINE_integer('repetitions', 6, 'Calls per variant.',
                                     lower_bound=1)
@@ -82,7 +82,7 @@ def our_client(data, sparsity):
   layout = layout_lib.build_layout(initial, sparsity, 'feddst_erk')
   kernels, masks, dense = layout.split(initial.trainable_weights,
                                        initial.non_trainable_weights)
-  payload = encoding.encode([v.numpy() for v in kernels],
+  payload = codec.encode([v.numpy() for v in kernels],
                             [v.numpy() for v in masks],
                             [v.numpy() for v in dense], send_masks=True)
 

@@ -11,7 +11,7 @@ import tensorflow_federated as tff
 from tff_feddst import algorithms
 from tff_feddst import data as data_lib
 from tff_feddst import models
-from tff_feddst.aggregators import encoding
+from tff_feddst.sparse import codec
 
 NUM_CLASSES = 4
 
@@ -244,7 +244,7 @@ def test_uplink_bytes_are_the_encoded_payload():
   dense_params = sum(int(np.prod(s.shape)) for s in layout.dense_specs)
   live = sum(layout.live_counts)
   mask_bytes = sum(math.ceil(n / 8) for n in layout.kernel_sizes)
-  payload = tf.nest.map_structure(lambda t: t.numpy(), encoding.encode(
+  payload = tf.nest.map_structure(lambda t: t.numpy(), codec.encode(
       *layout.split(list(weights.trainable), list(weights.non_trainable)),
       send_masks=True))
   # Downlink: live values + packed masks + dense params, always with masks.
@@ -261,7 +261,7 @@ def test_uplink_bytes_are_the_encoded_payload():
       closed_form = 4 * live + 4 * dense_params + (mask_bytes if with_mask else 0)
       assert payload_nbytes(result.update) == closed_form
       assert all((np.asarray(m).size > 0) == with_mask
-                 for m in result.update['masks'])
+                 for m in result.update.masks)
     stats = out.measurements['round']
     assert stats['uplink_bytes'] == sum(payload_nbytes(r.update)
                                         for r in out.result)
@@ -316,7 +316,7 @@ def test_one_round_aggregate_matches_numpy(min_votes):
       c_kernels.append((rng.normal(size=m.shape) * new_mask).astype(np.float32))
       c_masks.append(new_mask)
     c_dense = [rng.normal(size=d.shape).astype(np.float32) for d in dense]
-    payload = encoding.encode(c_kernels, c_masks, c_dense, send_masks=c > 0)
+    payload = codec.encode(c_kernels, c_masks, c_dense, send_masks=c > 0)
     payloads.append(tf.nest.map_structure(lambda t: t.numpy(), payload))
     client_specs.append((c_kernels, c_masks, c_dense, weight, c > 0))
 
@@ -350,11 +350,11 @@ def test_nan_and_huge_clients_are_dropped():
   weights = parts.initial_model_weights_fn()
   kernels, masks, dense = layout.split(list(weights.trainable),
                                        list(weights.non_trainable))
-  good = encoding.encode([k + 1.0 * m for k, m in zip(kernels, masks)], masks,
+  good = codec.encode([k + 1.0 * m for k, m in zip(kernels, masks)], masks,
                          dense, send_masks=False)
   bad_kernels = [np.where(m > 0, np.nan, 0).astype(np.float32) for m in masks]
-  bad = encoding.encode(bad_kernels, masks, dense, send_masks=False)
-  huge = encoding.encode([1e5 * m for m in masks], masks, dense,
+  bad = codec.encode(bad_kernels, masks, dense, send_masks=False)
+  huge = codec.encode([1e5 * m for m in masks], masks, dense,
                          send_masks=False)
   payloads = [tf.nest.map_structure(lambda t: t.numpy(), p)
               for p in (good, bad, huge)]
@@ -436,7 +436,7 @@ def test_client_readjustment_matches_eager_reference(gradient_batches):
   weights = parts.initial_model_weights_fn()
   trainable = [np.asarray(w) for w in weights.trainable]
   non_trainable = [np.asarray(w) for w in weights.non_trainable]
-  payload = tf.nest.map_structure(lambda t: t.numpy(), encoding.encode(
+  payload = tf.nest.map_structure(lambda t: t.numpy(), codec.encode(
       *layout.split(trainable, non_trainable), send_masks=True))
   state = parts.client_work.initialize()
   state['round_num'] = 1
@@ -470,8 +470,8 @@ def test_client_readjustment_matches_eager_reference(gradient_batches):
     want_mask, want_w, k = np_readjust(model.trainable_weights[i].numpy(),
                                        summed[n], masks[i], fraction)
     readjusted += k
-    got_mask = encoding.unpack_bits(update['masks'][n], size).numpy()
+    got_mask = codec.unpack_bits(update.masks[n], size).numpy()
     np.testing.assert_array_equal(got_mask, want_mask)
-    np.testing.assert_allclose(update['values'][n], want_w[want_mask > 0],
+    np.testing.assert_allclose(update.values[n], want_w[want_mask > 0],
                                atol=1e-5)
   assert readjusted > 0

@@ -28,19 +28,38 @@ The finalizer turns the sums into the masked weighted mean.
 
 from __future__ import annotations
 
-import collections
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_feddst.aggregators import encoding
-from tff_feddst.templates.layout import ModelLayout
+from tff_feddst.sparse import codec
+from tff_feddst.sparse.codec import SparsePayload
+from tff_feddst.sparse.layout import ModelLayout
 
 
-def zero_sums(layout: ModelLayout) -> collections.OrderedDict:
-  """The accumulator: per-kernel lists of sums, then dense sums and totals."""
+class MaskedSums(NamedTuple):
+  """The accumulator: per-kernel lists of sums, then dense sums and totals.
+
+  Kernel sums, vote weights and vote counts are dense (kernel size) for the
+  clients that sent masks; fixed sums are in global-mask order (padded to the
+  largest live count the layout allows) for those that sent none.
+  """
+  kernel_sums: list[Any]
+  vote_weights: list[Any]
+  vote_counts: list[Any]
+  fixed_sums: list[Any]
+  fixed_weights: list[Any]
+  fixed_counts: list[Any]
+  dense_sums: list[Any]
+  total_weight: Any
+  clients: Any
+  dropped_clients: Any
+
+
+def zero_sums(layout: ModelLayout) -> MaskedSums:
   sizes, live = layout.kernel_sizes, layout.live_counts
-  return collections.OrderedDict(
+  return MaskedSums(
       kernel_sums=[tf.zeros([n], tf.float32) for n in sizes],
       vote_weights=[tf.zeros([n], tf.float32) for n in sizes],
       vote_counts=[tf.zeros([n], tf.float32) for n in sizes],
@@ -54,9 +73,9 @@ def zero_sums(layout: ModelLayout) -> collections.OrderedDict:
   )
 
 
-def is_usable(payload, norm_bound: float) -> tf.Tensor:
+def is_usable(payload: SparsePayload, norm_bound: float) -> tf.Tensor:
   """False for a payload with a NaN/Inf, or whose L2 norm exceeds the bound."""
-  tensors = [tf.cast(t, tf.float32) for t in payload['values'] + payload['dense']]
+  tensors = [tf.cast(t, tf.float32) for t in payload.values + payload.dense]
   finite = tf.reduce_all(tf.stack(
       [tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
   norm = tf.linalg.global_norm([tf.where(tf.math.is_finite(t), t, 0.0)
@@ -64,10 +83,9 @@ def is_usable(payload, norm_bound: float) -> tf.Tensor:
   return tf.logical_and(finite, norm <= norm_bound)
 
 
-def accumulate(layout: ModelLayout, acc, payload, weight,
-               norm_bound: float = float('inf')):
+def accumulate(layout: ModelLayout, acc: MaskedSums, payload: SparsePayload,
+               weight, norm_bound: float = float('inf')) -> MaskedSums:
   """Adds one client's payload, decoding its masks where it sent them."""
-  acc = collections.OrderedDict(acc)
   finite = is_usable(payload, norm_bound)
   weight = tf.where(finite, tf.cast(weight, tf.float32), 0.0)
   take = tf.cast(finite, tf.float32)
@@ -75,32 +93,35 @@ def accumulate(layout: ModelLayout, acc, payload, weight,
             'fixed_weights', 'fixed_counts')
   new = {f: [] for f in fields}
   for i, size in enumerate(layout.kernel_sizes):
-    values = tf.where(finite, payload['values'][i], 0.0)
-    packed = payload['masks'][i]
-    current = [acc[f][i] for f in fields]
+    values = tf.where(finite, tf.cast(payload.values[i], tf.float32), 0.0)
+    packed = payload.masks[i]
+    current = [getattr(acc, f)[i] for f in fields]
 
     def with_mask(values=values, packed=packed, current=current, size=size):
       ks, vw, vc, fs, fw, fc = current
-      mask = tf.cast(encoding.unpack_bits(packed, size), tf.float32)
-      dense = encoding.scatter_values(values, mask)
+      mask = tf.cast(codec.unpack_bits(packed, size), tf.float32)
+      dense = codec.scatter_values(values, mask)
       return (ks + weight * dense, vw + weight * mask, vc + take * mask,
               fs, fw, fc)
 
     def without_mask(values=values, current=current, n=layout.live_counts[i]):
       ks, vw, vc, fs, fw, fc = current
+      # A global mask sparser than the layout's largest (final_sparsity):
+      # the values fill the first entries.
+      values = tf.pad(values, [[0, n - tf.size(values)]])
       values = tf.ensure_shape(tf.reshape(values, [n]), [n])
       return ks, vw, vc, fs + weight * values, fw + weight, fc + take
 
     out = tf.cond(tf.size(packed) > 0, with_mask, without_mask)
     for f, o in zip(fields, out):
       new[f].append(o)
-  acc.update(new)
-  acc['dense_sums'] = [s + weight * tf.where(finite, tf.cast(d, tf.float32), 0.0)
-                       for s, d in zip(acc['dense_sums'], payload['dense'])]
-  acc['total_weight'] += weight
-  acc['clients'] += 1
-  acc['dropped_clients'] += 1 - tf.cast(finite, tf.int32)
-  return acc
+  return acc._replace(
+      **new,
+      dense_sums=[s + weight * tf.where(finite, tf.cast(d, tf.float32), 0.0)
+                  for s, d in zip(acc.dense_sums, payload.dense)],
+      total_weight=acc.total_weight + weight,
+      clients=acc.clients + 1,
+      dropped_clients=acc.dropped_clients + 1 - tf.cast(finite, tf.int32))
 
 
 def merge(a, b):
@@ -139,10 +160,9 @@ class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
     @tff.tensorflow.computation(acc_type)
     def measure_fn(acc):
       senders = tf.reduce_max(tf.stack(
-          [tf.reduce_max(c) for c in acc['vote_counts']]))
-      return collections.OrderedDict(
-          clients=acc['clients'], dropped_clients=acc['dropped_clients'],
-          max_mask_votes=senders)
+          [tf.reduce_max(c) for c in acc.vote_counts]))
+      return dict(clients=acc.clients, dropped_clients=acc.dropped_clients,
+                  max_mask_votes=senders)
 
     @tff.federated_computation()
     def init_fn():
@@ -161,23 +181,24 @@ class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
     return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
-def masked_mean(layout: ModelLayout, sums, global_masks):
+def masked_mean(layout: ModelLayout, sums: MaskedSums, global_masks):
   """(kernel means, weighted votes, vote counts, dense means) from the sums.
 
   Each kernel entry is averaged over the clients whose mask keeps it, weighted
   by their example counts; entries no client keeps are 0.
   """
+  del layout  # The sums carry their shapes.
   means, weights, counts = [], [], []
   for i, g in enumerate(global_masks):
     g_flat = tf.reshape(tf.cast(g, tf.float32), [-1])
-    total = sums['kernel_sums'][i] + encoding.scatter_values(
-        sums['fixed_sums'][i], g_flat)
-    w = sums['vote_weights'][i] + g_flat * sums['fixed_weights'][i]
-    c = sums['vote_counts'][i] + g_flat * sums['fixed_counts'][i]
+    live = tf.cast(tf.reduce_sum(g_flat), tf.int32)
+    total = sums.kernel_sums[i] + codec.scatter_values(
+        sums.fixed_sums[i][:live], g_flat)
+    w = sums.vote_weights[i] + g_flat * sums.fixed_weights[i]
+    c = sums.vote_counts[i] + g_flat * sums.fixed_counts[i]
     means.append(tf.reshape(tf.math.divide_no_nan(total, w), tf.shape(g)))
     weights.append(tf.reshape(w, tf.shape(g)))
     counts.append(tf.reshape(c, tf.shape(g)))
-  dense = [tf.math.divide_no_nan(s, sums['total_weight'])
-           for s in sums['dense_sums']]
+  dense = [tf.math.divide_no_nan(s, sums.total_weight)
+           for s in sums.dense_sums]
   return means, weights, counts, dense
-

@@ -21,12 +21,13 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import models as models_lib
+from tff_feddst import sparse as sparse_lib
 from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.aggregators import masked_mean
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import finalizer as finalizer_lib
-from tff_feddst.templates import layout as layout_lib
+from tff_feddst.sparse import layout as layout_lib
 
 OptimizerArg = (tff.learning.optimizers.Optimizer |
                 Callable[[], tff.learning.optimizers.Optimizer])
@@ -56,8 +57,19 @@ def _loss(loss_fn) -> tf.keras.losses.Loss:
 def _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
                 readjustment_end_round, prox_mu, min_votes, client_epochs,
                 client_weight_decay, regrowth_gradient_batches,
-                client_norm_bound):
+                client_norm_bound, readjust_after_epoch, final_sparsity):
   checks = [
+      (readjust_after_epoch is None or
+       1 <= readjust_after_epoch <= client_epochs, 'readjust_after_epoch',
+       f'in [1, client_epochs={client_epochs}] (or None: after the last '
+       'epoch)', readjust_after_epoch),
+      (final_sparsity is None or 0.0 <= final_sparsity < 1.0,
+       'final_sparsity', 'in [0, 1) (or None: constant sparsity)',
+       final_sparsity),
+      (final_sparsity is None or final_sparsity >= sparsity,
+       'final_sparsity', f'>= sparsity={sparsity} (the server can only prune '
+       'towards it; growing the density would add weights no client kept)',
+       final_sparsity),
       (0.0 <= sparsity < 1.0, 'sparsity', 'in [0, 1)', sparsity),
       (0.0 <= readjustment_ratio <= 1.0, 'readjustment_ratio', 'in [0, 1]',
        readjustment_ratio),
@@ -145,6 +157,11 @@ def build_feddst_components(
     client_weight_decay: float = 0.0,
     regrowth_gradient_batches: int = 1,
     client_norm_bound: float = 1e6,
+    readjust_after_epoch: int | None = None,
+    remember_old: bool = False,
+    upload_dtype: str = 'float32',
+    final_sparsity: float | None = None,
+    consensus_regrowth: bool = False,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
 ) -> FedDSTComponents:
@@ -181,11 +198,29 @@ def build_feddst_components(
     client_norm_bound: a client whose uploaded weights have an L2 norm above
       this (or any NaN/Inf) is dropped from the round and counted in the
       aggregator's `dropped_clients` measurement.
+    readjust_after_epoch: k, readjust after local epoch k (1 <= k <= E) and
+      train the remaining E - k epochs on the new mask (the reference's
+      `--pruning-begin` k - 1); None: after the last epoch (k = E).
+    remember_old: for the server's mask decision, a client that does not keep
+      a weight of the previous global mask counts with the server's previous
+      value (the reference's `--remember-old`; `sparsity.server_masks`).
+    upload_dtype: 'float32', 'bfloat16' or 'float16': clients upload live
+      values and dense params in this type (the reference's `--fp16` rounds
+      through bfloat16); the server accumulates in float32.
+    final_sparsity: the target sparsity moves linearly from `sparsity` (round
+      0) to this (from round R_end on), with exact layer densities every
+      round (the reference's `--final-sparsity`); None: constant. Must be
+      >= `sparsity`.
+    consensus_regrowth: this project's server rule: on readjusting rounds the
+      server reserves floor(α_r · live) slots per layer for weights the
+      clients regrew, ranked by their votes (`sparsity.server_masks`).
     loop_implementation: the local training loop (`tff.learning`).
   """
   _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
               readjustment_end_round, prox_mu, min_votes, client_epochs,
-              client_weight_decay, regrowth_gradient_batches, client_norm_bound)
+              client_weight_decay, regrowth_gradient_batches, client_norm_bound,
+              readjust_after_epoch, final_sparsity)
+  upload_tf_dtype = sparse_lib.codec.upload_dtype(upload_dtype)
   if sparsity_distribution not in sparsity_lib.DISTRIBUTIONS:
     raise ValueError(f'sparsity_distribution must be one of '
                      f'{sparsity_lib.DISTRIBUTIONS}, got {sparsity_distribution!r}.')
@@ -203,6 +238,10 @@ def build_feddst_components(
   _check_input_spec(input_spec, initial_model)
   models_lib.apply_initial_masks(initial_model, sparsity, sparsity_distribution)
   layout = layout_lib.build_layout(initial_model, sparsity, sparsity_distribution)
+  count_table = finalizer_lib.live_count_table(
+      layout, models_lib.kernel_shapes(initial_model), sparsity,
+      final_sparsity, readjustment_end_round, sparsity_distribution,
+      bias_sizes=models_lib.bias_sizes(initial_model))
   initial_trainable = [v.numpy() for v in initial_model.trainable_weights]
   initial_non_trainable = [v.numpy() for v in initial_model.non_trainable_weights]
   logging.info('FedDST layer densities (%s, S=%.3f): %s', sparsity_distribution,
@@ -245,14 +284,17 @@ def build_feddst_components(
       optimizer=client_optimizer,
       training=client_work_lib.LocalTrainingConfig(
           epochs=client_epochs, weight_decay=client_weight_decay,
-          prox_mu=prox_mu),
+          prox_mu=prox_mu, upload_dtype=upload_tf_dtype),
       readjustment=client_work_lib.ReadjustmentConfig(
           fraction=readjustment_ratio,
           rounds_between=rounds_between_readjustments,
           end_round=readjustment_end_round,
           schedule=readjustment_schedule,
-          gradient_batches=regrowth_gradient_batches),
-      loop_implementation=loop_implementation)
+          gradient_batches=regrowth_gradient_batches,
+          after_epoch=readjust_after_epoch),
+      loop_implementation=loop_implementation,
+      always_dense=[min(row[i] for row in count_table) == size
+                    for i, size in enumerate(layout.kernel_sizes)])
   client_result_type = client_work.next.type_signature.result.result.member
   aggregator = masked_mean.MaskedSumFactory(
       layout, norm_bound=client_norm_bound).create(
@@ -260,7 +302,12 @@ def build_feddst_components(
   sums_type = aggregator.next.type_signature.result.result.member
   finalizer = finalizer_lib.build_mask_finalizer(
       layout, weights_type, sums_type, server_optimizer=server_optimizer,
-      min_votes=min_votes)
+      rule=finalizer_lib.MaskRule(
+          min_votes=min_votes, remember_old=remember_old,
+          consensus_regrowth=consensus_regrowth, fraction=readjustment_ratio,
+          rounds_between=rounds_between_readjustments,
+          end_round=readjustment_end_round, schedule=readjustment_schedule,
+          live_count_table=count_table))
   return FedDSTComponents(layout, initial_model_weights_fn, distributor,
                           client_work, aggregator, finalizer)
 

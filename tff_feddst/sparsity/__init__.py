@@ -12,3 +12,5 @@ from tff_feddst.sparsity.masks import regrow_by_gradient
 from tff_feddst.sparsity.schedules import is_readjustment_round
 from tff_feddst.sparsity.schedules import readjustment_fraction
 from tff_feddst.sparsity.schedules import SCHEDULES
+from tff_feddst.sparsity.schedules import sparsity_at_round
+from tff_feddst.sparsity.server_masks import next_global_mask

@@ -53,3 +53,17 @@ def is_readjustment_round(round_num, alpha: float, end_round: int,
   return tf.logical_and(
       on_cadence,
       readjustment_fraction(round_num, alpha, end_round, schedule) > 0.0)
+
+
+def sparsity_at_round(round_num: int, sparsity: float,
+                      final_sparsity: float | None, end_round: int) -> float:
+  """Target sparsity of the global mask made in round r (0-based).
+
+  Moves linearly from `sparsity` (r = 0) to `final_sparsity` (r >= R_end), as
+  the reference's `--final-sparsity`; constant when `final_sparsity` is None.
+  Python numbers only: the server uses a table of the exact live counts.
+  """
+  if final_sparsity is None:
+    return sparsity
+  progress = 1.0 if end_round <= 0 else min(round_num / end_round, 1.0)
+  return sparsity + (final_sparsity - sparsity) * progress

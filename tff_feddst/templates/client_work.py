@@ -3,14 +3,16 @@
 `(<S@SERVER, P@CLIENTS, {B*}@CLIENTS> -> <S@SERVER, ClientResult@CLIENTS, M@SERVER>)`
 
 Each client decodes the sparse payload P (weights + mask), trains E epochs of
-SGD with the mask re-applied after every optimizer step (so masked weights stay
-exactly 0), optionally with weight decay and the FedProx term, and on
-readjustment rounds prunes α_r of its live weights by |w| and regrows as many
-by |dense gradient| of its last mini-batch(es) of training (Bibikar et al., "Federated Dynamic Sparse Training",
-AAAI 2022, Alg. 1). The client optimizer's state lives for one round only, so
-regrown weights also start with fresh optimizer state. It uploads the sparse
-payload: live values, its mask packed to bits only if it changed, and the
-dense params.
+SGD with the mask re-applied after every optimizer step (so masked weights
+stay exactly 0), optionally with weight decay and the FedProx term. On
+readjustment rounds, after local epoch k (default E), it prunes α_r of its
+live weights by |w| and regrows as many by |dense gradient| of its last
+mini-batch(es) (Bibikar et al., "Federated Dynamic Sparse Training", AAAI
+2022, Alg. 1), then trains the remaining E - k epochs on the new mask. The
+client optimizer's state lives for one round (it carries over the
+readjustment). It uploads the sparse payload (`sparse.SparsePayload`): live
+values (float32 or 16-bit), its mask packed to bits only if it changed, and
+the dense params.
 
 The server-side state counts rounds (which drive α_r) and the cumulative bytes.
 """
@@ -27,18 +29,25 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.learning import loop_builder
 
 from tff_feddst import sparsity as sparsity_lib
-from tff_feddst.aggregators import encoding
-from tff_feddst.templates.layout import ModelLayout
+from tff_feddst.sparse import codec
+from tff_feddst.sparse.layout import ModelLayout
 
 
 @dataclasses.dataclass(frozen=True)
 class ReadjustmentConfig:
-  """When and how much clients readjust their masks (see `sparsity.schedules`)."""
+  """When and how much clients readjust their masks (see `sparsity.schedules`).
+
+  `after_epoch` k (1 <= k <= E, None = E) is the local epoch after which a
+  client readjusts (the reference's `--pruning-begin` + 1): with k < E it
+  trains the remaining E - k epochs on its new mask, so regrown weights reach
+  the server trained instead of at exactly 0, and can compete there.
+  """
   fraction: float = 0.0               # α
   rounds_between: int = 10            # R_adj
   end_round: int = 0                  # R_end
   schedule: str = 'cosine'
   gradient_batches: int = 1           # last batches summed for regrowth
+  after_epoch: int | None = None      # k; None: after the last epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +55,7 @@ class LocalTrainingConfig:
   epochs: int = 1
   weight_decay: float = 0.0           # added to the gradient: g + λ w
   prox_mu: float = 0.0                # FedProx: g + μ (w - w_global)
+  upload_dtype: tf.DType = tf.float32  # of the uploaded live values/params
 
 
 def _batch_xy(batch):
@@ -54,98 +64,103 @@ def _batch_xy(batch):
   return batch[0], batch[1]
 
 
+class RegrowthMemory:
+  """The dense kernel gradients of the last `n` training batches, in the loop.
+
+  Regrowth ranks dead weights by the summed dense loss gradient of the last
+  `n` batches (before their step; FedDST/RigL's criterion). Carried in the
+  training loop's state: nothing when clients never readjust (n = 0), the
+  last gradient itself for n = 1, a ring buffer for more.
+  """
+
+  def __init__(self, kernel_vars, n: int):
+    self._kernels = kernel_vars
+    self.n = n
+
+  def initial(self):
+    shape = [self.n] if self.n > 1 else []
+    return (tf.constant(0, tf.int64),
+            tuple(tf.zeros(shape + k.shape.as_list(), k.dtype)
+                  for k in self._kernels) if self.n else ())
+
+  def remember(self, recent, kernel_grads):
+    if self.n <= 1:
+      return (recent[0], tuple(kernel_grads)) if self.n else recent
+    step, buffers = recent
+    slot = tf.math.floormod(step, self.n)
+    buffers = tuple(tf.tensor_scatter_nd_update(b, [[slot]], g[None])
+                    for b, g in zip(buffers, kernel_grads))
+    return step + 1, buffers
+
+  def summed(self, recent):
+    return [tf.reduce_sum(r, axis=0) if self.n > 1 else r for r in recent[1]]
+
+
+def _dense(g, v):
+  if isinstance(g, tf.IndexedSlices):  # Embeddings.
+    g = tf.ensure_shape(tf.convert_to_tensor(g), v.shape)
+  return g
+
+
 def _build_client_update(models_fn, layout: ModelLayout,
                          optimizer: tff.learning.optimizers.Optimizer,
                          training: LocalTrainingConfig,
                          readjustment: ReadjustmentConfig,
-                         loop: Callable):
+                         loop: Callable, always_dense=None):
   """The client's tf.function.
 
   `models_fn` returns (the TF-MOT-wrapped Keras model, a tff.learning model
-  whose forward pass runs on the same trainable variables).
+  whose forward pass runs on the same trainable variables). `always_dense`
+  lists, per kernel, whether its mask keeps every weight in every round
+  (default: from `layout.live_counts`).
   """
   keras_model, model = models_fn()
   trainable = list(keras_model.trainable_weights)
   non_trainable = list(keras_model.non_trainable_weights)
   kernel_vars = [trainable[i] for i in layout.kernel_index]
   mask_vars = [non_trainable[i] for i in layout.mask_index]
+  if always_dense is None:
+    always_dense = [live == size for live, size in
+                    zip(layout.live_counts, layout.kernel_sizes)]
   # Kernels whose mask has every weight live (a layer ERK keeps dense, or
   # S=0) need no re-masking: readjustment never changes them (it regrows only
   # among dead weights), so they skip the per-step multiply.
-  remasked = {i: m for i, m, live, size in zip(
-      layout.kernel_index, mask_vars, layout.live_counts, layout.kernel_sizes)
-              if live < size}
+  remasked = {i: m for i, m, dense in zip(layout.kernel_index, mask_vars,
+                                          always_dense) if not dense}
   positions = tf.constant(layout.output_positions, tf.float64)
   dense_fwd_flops = 2.0 * float(np.dot(layout.kernel_sizes,
                                        layout.output_positions))
+  memory = RegrowthMemory(
+      kernel_vars,
+      readjustment.gradient_batches if readjustment.fraction > 0 else 0)
+  epochs = training.epochs
+  after_epoch = readjustment.after_epoch or epochs
 
   def assign_all(variables, values):
     for v, x in zip(variables, values):
       v.assign(x)
 
-  # Regrowth ranks dead weights by the dense loss gradient of the last
-  # `n_recent` training batches (before their step; FedDST/RigL's criterion),
-  # kept in the loop state: none when clients never readjust, the last
-  # gradient itself for one batch, a ring buffer for several.
-  n_recent = (readjustment.gradient_batches if readjustment.fraction > 0
-              else 0)
-
-  def _dense(g, v):
-    if isinstance(g, tf.IndexedSlices):  # Embeddings.
-      g = tf.ensure_shape(tf.convert_to_tensor(g), v.shape)
+  def regularized(g, w, w0):
+    # One fused expression per tensor: coupled L2 (λ w) + FedProx μ (w - w0).
+    if training.weight_decay:
+      g = g + training.weight_decay * w
+    if training.prox_mu:
+      g = g + training.prox_mu * (w - w0)
     return g
 
-  def _remember(recent, kernel_grads):
-    if n_recent <= 1:
-      return (recent[0], tuple(kernel_grads)) if n_recent else recent
-    step, buffers = recent
-    slot = tf.math.floormod(step, n_recent)
-    buffers = tuple(tf.tensor_scatter_nd_update(b, [[slot]], g[None])
-                    for b, g in zip(buffers, kernel_grads))
-    return step + 1, buffers
-
-  def _initial_recent():
-    shape = [n_recent] if n_recent > 1 else []
-    return (tf.constant(0, tf.int64),
-            tuple(tf.zeros(shape + k.shape.as_list(), k.dtype)
-                  for k in kernel_vars) if n_recent else ())
-
-  def _summed(recent):
-    return [tf.reduce_sum(r, axis=0) if n_recent > 1 else r
-            for r in recent[1]]
-
-  @tf.function
-  def client_update(payload, data, fraction, readjust):
-    received_masks = [encoding.decode_mask(p, s) for p, s in
-                      zip(payload['masks'], layout.kernel_shapes)]
-    kernels = [encoding.scatter_values(v, m)
-               for v, m in zip(payload['values'], received_masks)]
-    new_trainable, new_non_trainable = layout.merge(
-        kernels, received_masks, payload['dense'])
-    assign_all(trainable, new_trainable)
-    assign_all(non_trainable, new_non_trainable)
-    global_trainable = [tf.identity(v) for v in trainable]
-    # The masks are fixed during training: read them once, not every step.
-    step_masks = [tf.identity(remasked[i]) if i in remasked else None
-                  for i in range(len(trainable))]
-
-    def _regularized(g, w, w0):
-      # One fused expression per tensor: coupled L2 (λ w) + FedProx μ (w - w0).
-      if training.weight_decay:
-        g = g + training.weight_decay * w
-      if training.prox_mu:
-        g = g + training.prox_mu * (w - w0)
-      return g
+  def masked_step_fn(global_trainable, step_masks, remember: bool):
+    """One SGD step on a batch, re-masked; optionally remembers gradients."""
 
     def reduce_fn(state, batch):
       num_examples, opt_state, recent = state
       with tf.GradientTape() as tape:
         output = model.forward_pass(batch, training=True)
       grads = tape.gradient(output.loss, trainable)
-      recent = _remember(recent, [_dense(grads[i], trainable[i])
-                                  for i in layout.kernel_index])
+      if remember:
+        recent = memory.remember(recent, [_dense(grads[i], trainable[i])
+                                          for i in layout.kernel_index])
       if training.weight_decay or training.prox_mu:
-        grads = [_regularized(g, w, w0) for g, w, w0 in
+        grads = [regularized(g, w, w0) for g, w, w0 in
                  zip(grads, trainable, global_trainable)]
       opt_state, updated = optimizer.next(opt_state, tuple(trainable),
                                           tuple(grads))
@@ -155,25 +170,54 @@ def _build_client_update(models_fn, layout: ModelLayout,
       num_examples += tf.cast(tf.shape(_batch_xy(batch)[1])[0], tf.int64)
       return num_examples, opt_state, recent
 
+    return reduce_fn
+
+  def current_step_masks():
+    # The masks are fixed between readjustments: read them once, not per step.
+    return [tf.identity(remasked[i]) if i in remasked else None
+            for i in range(len(trainable))]
+
+  def readjust_masks(recent, fraction):
+    for k, m, g in zip(kernel_vars, mask_vars, memory.summed(recent)):
+      result = sparsity_lib.readjust(k, g, m, fraction)
+      m.assign(result.mask)
+      k.assign(result.weights)
+
+  @tf.function
+  def client_update(payload, data, fraction, readjust):
+    received_masks = [codec.decode_mask(p, s) for p, s in
+                      zip(payload.masks, layout.kernel_shapes)]
+    kernels = [codec.scatter_values(v, m)
+               for v, m in zip(payload.values, received_masks)]
+    new_trainable, new_non_trainable = layout.merge(
+        kernels, received_masks, payload.dense)
+    assign_all(trainable, new_trainable)
+    assign_all(non_trainable, new_non_trainable)
+    global_trainable = [tf.identity(v) for v in trainable]
+
     def initial_state():
       specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
       return (tf.constant(0, tf.int64), optimizer.initialize(specs),
-              _initial_recent())
+              memory.initial())
 
-    num_examples, _, recent = loop(
-        reduce_fn, data.repeat(training.epochs), initial_state)
-
-    if n_recent and readjust:
-      grads = _summed(recent)
-      for k, m, g in zip(kernel_vars, mask_vars, grads):
-        result = sparsity_lib.readjust(k, g, m, fraction)
-        m.assign(result.mask)
-        k.assign(result.weights)
+    # Epochs 1..k, the readjustment, then epochs k+1..E on the new mask (the
+    # optimizer state carries over, as in the reference's client).
+    state = loop(masked_step_fn(global_trainable, current_step_masks(),
+                                remember=memory.n > 0),
+                 data.repeat(after_epoch), initial_state)
+    if memory.n and readjust:
+      readjust_masks(state[2], fraction)
+    if after_epoch < epochs:
+      state = loop(masked_step_fn(global_trainable, current_step_masks(),
+                                  remember=False),
+                   data.repeat(epochs - after_epoch), lambda: state)
+    num_examples = state[0]
 
     hamming = tf.add_n([sparsity_lib.hamming_distance(m, r) for m, r in
                         zip(mask_vars, received_masks)])
     kernels, masks, dense = layout.split(trainable, non_trainable)
-    upload = encoding.encode(kernels, masks, dense, send_masks=hamming > 0)
+    upload = codec.encode(kernels, masks, dense, send_masks=hamming > 0,
+                          dtype=training.upload_dtype)
     live = tf.stack([tf.reduce_sum(tf.cast(m, tf.float64))
                      for m in received_masks])
     fwd_flops = 2.0 * tf.reduce_sum(live * positions)
@@ -181,8 +225,8 @@ def _build_client_update(models_fn, layout: ModelLayout,
     stats = collections.OrderedDict(
         clients=tf.constant(1, tf.int64),
         examples=num_examples,
-        uplink_bytes=encoding.payload_bytes(upload),
-        downlink_bytes=encoding.payload_bytes(payload),
+        uplink_bytes=codec.payload_bytes(upload),
+        downlink_bytes=codec.payload_bytes(payload),
         mask_hamming=hamming,
         live_weights=tf.add_n([tf.cast(tf.reduce_sum(m), tf.int64)
                                for m in mask_vars]),
@@ -204,6 +248,7 @@ def build_masked_client_work(
     training: LocalTrainingConfig,
     readjustment: ReadjustmentConfig,
     loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
+    always_dense=None,
 ) -> tff.learning.templates.ClientWorkProcess:
   """The FedDST client work; `models_fn` builds the models anew (see above)."""
   loop = loop_builder.build_training_loop(loop_implementation)
@@ -216,7 +261,8 @@ def build_masked_client_work(
   @tff.tensorflow.computation(payload_type, data_type, np.float32, np.bool_)
   def client_update_comp(payload, data, fraction, readjust):
     client_update, _ = _build_client_update(models_fn, layout, optimizer,
-                                            training, readjustment, loop)
+                                            training, readjustment, loop,
+                                            always_dense)
     return client_update(payload, data, fraction, readjust)
 
   state_spec = collections.OrderedDict(

@@ -11,8 +11,8 @@ import collections
 
 import tensorflow_federated as tff
 
-from tff_feddst.aggregators import encoding
-from tff_feddst.templates.layout import ModelLayout
+from tff_feddst.sparse import codec
+from tff_feddst.sparse.layout import ModelLayout
 
 
 def build_sparse_distributor(layout: ModelLayout, weights_type
@@ -23,8 +23,8 @@ def build_sparse_distributor(layout: ModelLayout, weights_type
   def encode_weights(weights):
     kernels, masks, dense = layout.split(weights.trainable,
                                          weights.non_trainable)
-    payload = encoding.encode(kernels, masks, dense, send_masks=True)
-    return payload, encoding.payload_bytes(payload)
+    payload = codec.encode(kernels, masks, dense, send_masks=True)
+    return payload, codec.payload_bytes(payload)
 
   @tff.federated_computation()
   def init_fn():

@@ -1,58 +1,165 @@
-"""The server step: masked mean -> union mask -> re-prune to S -> server optimizer.
+"""The server step: masked mean -> next global mask -> server optimizer.
 
 `(<S@SERVER, W@SERVER, MaskedSums@SERVER> -> <S@SERVER, W@SERVER, M@SERVER>)`
 
-The new mask of each layer keeps exactly its target number of weights, ranked
-first by membership in the union of the client masks (kept by at least
-`max(min_votes, 1)` clients), then by the magnitude of the masked mean, then by
-the weighted votes. When the union is denser than the target this is FedDST's
-magnitude re-pruning of the union; the vote tie-break decides among regrown
-weights, which arrive at exactly 0. Masked-out weights are zeroed. An optional
-server optimizer (FedAvgM) steps on the pseudo-gradient W - mean, as TFF's
-`build_apply_optimizer_finalizer` does, and is re-masked afterwards.
+Each layer's new mask keeps exactly its target number of weights for this
+round (constant, or moving towards `final_sparsity`), chosen by
+`sparsity.next_global_mask`: FedDST's union re-pruned by |masked mean|,
+optionally with the reference's `remember_old` ranking and this project's
+consensus-regrowth quota (see that module). Masked-out weights are zeroed. An
+optional server optimizer (FedAvgM) steps on the pseudo-gradient W - mean, as
+TFF's `build_apply_optimizer_finalizer` does, and is re-masked afterwards.
+
+The state counts rounds (they drive the quota and the sparsity schedule) and
+keeps the mask of round 0, against which the cumulative turnover is measured.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import math
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.aggregators import masked_mean as masked_mean_lib
-from tff_feddst.templates.layout import ModelLayout
+from tff_feddst.sparse.layout import ModelLayout
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskRule:
+  """How the server chooses the next global mask (see `sparsity.server_masks`).
+
+  Attributes:
+    min_votes: votes a weight needs to enter the union.
+    remember_old: rank with the remembered mean (the reference's flag).
+    consensus_regrowth: reserve floor(α_r · live) slots per layer on
+      readjusting rounds for weights the clients regrew.
+    fraction, rounds_between, end_round, schedule: the clients' readjustment
+      schedule (α, R_adj, R_end), which the quota follows.
+    live_count_table: target live counts per round (row r; the last row
+      holds from then on), one column per kernel; None: the layout's.
+  """
+  min_votes: int = 0
+  remember_old: bool = False
+  consensus_regrowth: bool = False
+  fraction: float = 0.0
+  rounds_between: int = 10
+  end_round: int = 0
+  schedule: str = 'cosine'
+  live_count_table: tuple[tuple[int, ...], ...] | None = None
+
+
+def live_count_table(layout: ModelLayout, kernel_shapes, sparsity: float,
+                     final_sparsity: float | None, end_round: int,
+                     distribution: str, bias_sizes=None
+                     ) -> tuple[tuple[int, ...], ...]:
+  """Rows r = 0..R_end of exact per-kernel live counts at `sparsity_at_round`."""
+  if final_sparsity is None:
+    return (tuple(layout.live_counts),)
+  rows = []
+  for r in range(max(end_round, 0) + 1):
+    s = sparsity_lib.sparsity_at_round(r, sparsity, final_sparsity, end_round)
+    rows.append(tuple(int(n) for n in sparsity_lib.layer_live_counts(
+        kernel_shapes, s, distribution, bias_sizes=bias_sizes)))
+  return tuple(rows)
+
+
+def _targets(layout: ModelLayout, rule: MaskRule, round_num):
+  table = rule.live_count_table or (tuple(layout.live_counts),)
+  table = tf.constant(np.asarray(table, np.int32))
+  row = tf.minimum(tf.cast(round_num, tf.int32), table.shape[0] - 1)
+  return [table[row, i] for i in range(layout.num_kernels)]
 
 
 def new_global_weights(layout: ModelLayout, trainable, non_trainable, sums,
-                       *, min_votes: int = 0):
+                       *, rule: MaskRule = MaskRule(), round_num=0):
   """(candidate trainable, new non_trainable, new masks) before the optimizer."""
   kernels, masks, dense = layout.split(trainable, non_trainable)
   means, weights, counts, dense_means = masked_mean_lib.masked_mean(
       layout, sums, masks)
-  threshold = float(max(min_votes, 1))
+  usable_clients = sums.clients - sums.dropped_clients
+  readjusting = tf.constant(False)
+  fraction = tf.constant(0.0)
+  if rule.consensus_regrowth and rule.fraction > 0:
+    readjusting = sparsity_lib.is_readjustment_round(
+        round_num, rule.fraction, rule.end_round, rule.rounds_between,
+        rule.schedule)
+    fraction = sparsity_lib.readjustment_fraction(
+        round_num, rule.fraction, rule.end_round, rule.schedule)
   new_masks = []
-  for mean, w, c, n in zip(means, weights, counts, layout.live_counts):
-    in_union = tf.cast(c >= threshold, tf.float32)
-    new_masks.append(sparsity_lib.keep_top_k_lexicographic(
-        [in_union, tf.abs(mean), w], n))
+  for old_mask, old_kernel, mean, w, c, n in zip(
+      masks, kernels, means, weights, counts,
+      _targets(layout, rule, round_num)):
+    prev_live = tf.reduce_sum(tf.cast(old_mask > 0, tf.float32))
+    quota = tf.where(readjusting,
+                     tf.cast(tf.floor(fraction * prev_live), tf.int32), 0)
+    new_masks.append(sparsity_lib.next_global_mask(
+        old_mask, mean, w, c, num_live=n, min_votes=rule.min_votes,
+        remember_old=rule.remember_old, prev_kernel=old_kernel,
+        total_weight=sums.total_weight, clients=usable_clients,
+        regrowth_quota=quota))
   new_kernels = [m * k for m, k in zip(new_masks, means)]
   bookkeeping = [non_trainable[i] for i in layout.bookkeeping_index]
   dense_means = [tf.cast(d, old.dtype) for d, old in zip(dense_means, dense)]
   return layout.merge(new_kernels, new_masks, dense_means, bookkeeping), new_masks
 
 
+def mask_dynamics(layout: ModelLayout, old_masks, new_masks, initial_masks,
+                  sums) -> collections.OrderedDict:
+  """How much the global mask moved, and how much the clients' masks agree.
+
+  `client_mask_jaccard` is the Jaccard index of the mean pairwise
+  intersection of the usable clients' masks: with n live weights each,
+  Ī / (2n - Ī), where Ī = Σ_w C(c_w, 2) / C(K, 2) from the vote counts c_w.
+  By convexity it is a lower bound of the mean pairwise Jaccard (equal when
+  all pairs overlap alike); 1 when no client changed its mask; NaN with
+  fewer than 2 clients.
+  """
+  def entered(new, ref):
+    return tf.add_n([tf.reduce_sum(tf.cast(
+        tf.logical_and(n > 0, tf.equal(r, 0.0)), tf.int64))
+                     for n, r in zip(new, ref)])
+
+  live = tf.cast(tf.add_n([tf.reduce_sum(m) for m in new_masks]), tf.float64)
+  # (Not `old == 0`: TFF traces in graph mode, where `==` on tensors is
+  # Python identity.)
+  swaps = entered(new_masks, old_masks)
+  _, _, counts, _ = masked_mean_lib.masked_mean(layout, sums, old_masks)
+  pair_overlap = tf.add_n([tf.reduce_sum(c * (c - 1.0) / 2.0)
+                           for c in counts])
+  k = tf.cast(sums.clients - sums.dropped_clients, tf.float32)
+  pairs = k * (k - 1.0) / 2.0
+  n = tf.add_n([tf.reduce_sum(m) for m in old_masks])
+  mean_overlap = tf.math.divide_no_nan(pair_overlap, pairs)
+  jaccard = tf.where(k >= 2.0, tf.math.divide_no_nan(
+      mean_overlap, 2.0 * n - mean_overlap), math.nan)
+  return collections.OrderedDict(
+      # Weights that entered the global mask this round (as many left it).
+      mask_swaps=swaps,
+      mask_changed_fraction=tf.cast(swaps, tf.float64) / live,
+      # The share of the mask not in the mask of round 0.
+      mask_turnover=tf.cast(entered(new_masks, initial_masks),
+                            tf.float64) / live,
+      client_mask_jaccard=jaccard)
+
+
 def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
-                         server_optimizer=None, min_votes: int = 0
+                         server_optimizer=None, rule: MaskRule = MaskRule()
                          ) -> tff.learning.templates.FinalizerProcess:
   trainable_specs = tuple(tf.TensorSpec(s.shape, s.dtype)
                           for s in layout.trainable_specs)
 
   @tff.tensorflow.computation
   def init_tf():
-    if server_optimizer is None:
-      return ()
-    return server_optimizer.initialize(trainable_specs)
+    return collections.OrderedDict(
+        round_num=tf.constant(0, tf.int64),
+        initial_masks=[tf.zeros(s, tf.float32) for s in layout.kernel_shapes],
+        optimizer=(() if server_optimizer is None else
+                   server_optimizer.initialize(trainable_specs)))
 
   @tff.federated_computation()
   def init_fn():
@@ -62,40 +169,41 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
 
   @tff.tensorflow.computation(state_type, weights_type, sums_type)
   def step(state, weights, sums):
+    round_num = state['round_num']
     old_trainable = list(weights.trainable)
     old_non_trainable = list(weights.non_trainable)
     (candidate, non_trainable), new_masks = new_global_weights(
-        layout, old_trainable, old_non_trainable, sums, min_votes=min_votes)
-    new_state = state
+        layout, old_trainable, old_non_trainable, sums, rule=rule,
+        round_num=round_num)
+    optimizer_state = state['optimizer']
     if server_optimizer is not None:
       pseudo_grad = tuple(o - c for o, c in zip(old_trainable, candidate))
-      new_state, stepped = server_optimizer.next(state, tuple(old_trainable),
-                                                 pseudo_grad)
+      optimizer_state, stepped = server_optimizer.next(
+          optimizer_state, tuple(old_trainable), pseudo_grad)
       candidate = list(stepped)
       for i, m in zip(layout.kernel_index, new_masks):
         candidate[i] = candidate[i] * m
     # With no usable client update the model stays where it was.
-    usable = sums['total_weight'] > 0
+    usable = sums.total_weight > 0
     trainable = [tf.where(usable, c, o) for c, o in zip(candidate, old_trainable)]
     non_trainable = [tf.where(usable, c, o)
                      for c, o in zip(non_trainable, old_non_trainable)]
     new_weights = tff.learning.models.ModelWeights(trainable, non_trainable)
     kept_masks = [non_trainable[i] for i in layout.mask_index]
     old_masks = [old_non_trainable[i] for i in layout.mask_index]
+    first = tf.equal(round_num, 0)
+    initial_masks = [tf.where(first, o, m)
+                     for o, m in zip(old_masks, state['initial_masks'])]
     live = [tf.reduce_sum(m) for m in kept_masks]
     measurements = collections.OrderedDict(
         layer_density=tf.stack([l / float(n) for l, n in
                                 zip(live, layout.kernel_sizes)]),
-        density=tf.add_n(live) / float(sum(layout.kernel_sizes)),
-        # How dynamic the global mask is: weights that entered it this round
-        # (as many left it, since every layer keeps its exact live count).
-        # (Not `old == 0`: TFF traces in graph mode, where `==` on tensors is
-        # Python identity.)
-        mask_swaps=tf.add_n([
-            tf.reduce_sum(tf.cast(tf.logical_and(new > 0, tf.equal(old, 0.0)),
-                                  tf.int64))
-            for new, old in zip(kept_masks, old_masks)]),
-    )
+        density=tf.add_n(live) / float(sum(layout.kernel_sizes)))
+    measurements.update(mask_dynamics(layout, old_masks, kept_masks,
+                                      initial_masks, sums))
+    new_state = collections.OrderedDict(
+        round_num=round_num + 1, initial_masks=initial_masks,
+        optimizer=optimizer_state)
     return new_state, new_weights, measurements
 
   @tff.federated_computation(init_fn.type_signature.result,
