@@ -48,9 +48,9 @@ from tff_feddst import sparsity as sparsity_lib
 
 
 ALGORITHMS = ('feddst', 'fedavg', 'fedavgm', 'fedprox', 'random_mask',
-              'feddst_prox')
-_SPARSE = ('feddst', 'random_mask', 'feddst_prox')
-_READJUSTING = ('feddst', 'feddst_prox')
+              'feddst_prox', 'feddst_consensus')
+_SPARSE = ('feddst', 'random_mask', 'feddst_prox', 'feddst_consensus')
+_READJUSTING = ('feddst', 'feddst_prox', 'feddst_consensus')
 _PROX = ('fedprox', 'feddst_prox')
 DATASETS = tuple(data_lib.DATASET_NAMES) + ('emnist',)
 _DEMO_DATASETS = ('digits', 'synthetic')
@@ -84,7 +84,10 @@ flags.DEFINE_enum('algorithm', 'feddst', ALGORITHMS,
                   'feddst: FedDST. fedavg: dense FedAvg. fedavgm: FedAvg with '
                   'server momentum. fedprox: FedAvg with a proximal term. '
                   'random_mask: a fixed random-init magnitude mask. '
-                  'feddst_prox: FedDST with FedProx clients.')
+                  'feddst_prox: FedDST with FedProx clients. '
+                  'feddst_consensus: FedDST whose server reserves a share of '
+                  'each readjustment for the weights most clients regrew '
+                  '(tff_feddst/sparsity/server_masks.py).')
 flags.DEFINE_float('sparsity', None,
                    f'S, global sparsity of the prunable kernels, in [0, 1); '
                    f'default {_DEFAULT_SPARSITY} for {", ".join(_SPARSE)}. '
@@ -109,6 +112,20 @@ flags.DEFINE_float('prox_mu', None,
                    lower_bound=0.0)
 flags.DEFINE_integer('min_votes', 0, 'Client votes a weight needs to enter '
                      'the union mask.', lower_bound=0)
+flags.DEFINE_integer('readjust_after_epoch', None,
+                     'k: clients readjust after local epoch k (1 <= k <= '
+                     '--client_epochs) and train the remaining epochs on the '
+                     'new mask; default: after the last epoch.')
+flags.DEFINE_bool('remember_old', False,
+                  "Server mask decision counts a client's dropped weights "
+                  "with the server's previous values (the reference's "
+                  '--remember-old).')
+flags.DEFINE_enum('upload_dtype', 'float32', ('float32', 'bfloat16', 'float16'),
+                  'Type of the uploaded values (16 bits halve their bytes).')
+flags.DEFINE_float('final_sparsity', None,
+                   'Target sparsity reached linearly by '
+                   '--readjustment_end_round, in [--sparsity, 1); default: '
+                   'constant --sparsity.')
 # Data and model.
 flags.DEFINE_enum('dataset', 'digits', DATASETS,
                   'digits and synthetic are embedded (no files); the others '
@@ -219,6 +236,28 @@ def _register_validators() -> None:
   inapplicable('readjustment_ratio', _READJUSTING,
                'the others never readjust masks')
   inapplicable('prox_mu', _PROX, 'the others have no proximal term')
+  inapplicable('readjust_after_epoch', _READJUSTING,
+               'the others never readjust masks')
+  inapplicable('remember_old', _READJUSTING, 'the others never readjust masks')
+  inapplicable('final_sparsity', _SPARSE, 'the others are dense')
+
+  @flags.multi_flags_validator(
+      ['readjust_after_epoch', 'client_epochs'],
+      message='--readjust_after_epoch must be in [1, --client_epochs].')
+  def _after_epoch(values):  # pylint: disable=unused-variable
+    k = values['readjust_after_epoch']
+    return k is None or 1 <= k <= values['client_epochs']
+
+  @flags.multi_flags_validator(
+      ['final_sparsity', 'sparsity'],
+      message='--final_sparsity must be in [--sparsity, 1) (default '
+              f'--sparsity {_DEFAULT_SPARSITY}): the server can only prune '
+              'towards it.')
+  def _final_sparsity(values):  # pylint: disable=unused-variable
+    final = values['final_sparsity']
+    start = (values['sparsity'] if values['sparsity'] is not None
+             else _DEFAULT_SPARSITY)
+    return final is None or start <= final < 1.0
 
   @flags.multi_flags_validator(
       ['prox_mu', 'algorithm'],
@@ -287,6 +326,11 @@ def resolve_hparams() -> dict:
       prox_mu=((FLAGS.prox_mu if FLAGS.prox_mu is not None else
                 _DEFAULT_PROX_MU) if algorithm in _PROX else 0.0),
       min_votes=FLAGS.min_votes if sparse else None,
+      readjust_after_epoch=(FLAGS.readjust_after_epoch or FLAGS.client_epochs
+                            if readjusting else None),
+      remember_old=FLAGS.remember_old if readjusting else None,
+      upload_dtype=FLAGS.upload_dtype,
+      final_sparsity=FLAGS.final_sparsity if sparse else None,
       seed=FLAGS.seed,
       workers=list(FLAGS.workers),
   )
@@ -334,16 +378,22 @@ def build_process(hp: dict, model_fn, loss_fn, input_spec):
       hp['server_learning_rate'] != 1.0):
     kwargs['server_optimizer_fn'] = tff.learning.optimizers.build_sgdm(
         hp['server_learning_rate'], momentum=hp['server_momentum'])
+  kwargs['upload_dtype'] = hp['upload_dtype']
   if algorithm in _SPARSE:
     kwargs.update(sparsity=hp['sparsity'],
                   sparsity_distribution=hp['sparsity_distribution'],
-                  min_votes=hp['min_votes'])
+                  min_votes=hp['min_votes'],
+                  final_sparsity=hp['final_sparsity'])
   if algorithm in _READJUSTING:
     kwargs.update(
         readjustment_ratio=hp['readjustment_ratio'],
         rounds_between_readjustments=hp['rounds_between_readjustments'],
         readjustment_end_round=hp['readjustment_end_round'],
-        readjustment_schedule=hp['readjustment_schedule'])
+        readjustment_schedule=hp['readjustment_schedule'],
+        readjust_after_epoch=hp['readjust_after_epoch'],
+        remember_old=hp['remember_old'])
+  if algorithm == 'feddst_consensus':
+    kwargs['consensus_regrowth'] = True
   if algorithm in _PROX:
     kwargs['prox_mu'] = hp['prox_mu']
   builder = {
@@ -353,6 +403,7 @@ def build_process(hp: dict, model_fn, loss_fn, input_spec):
       'fedprox': algorithms.build_weighted_fed_prox,
       'random_mask': algorithms.build_weighted_random_mask,
       'feddst_prox': algorithms.build_weighted_feddst_prox,
+      'feddst_consensus': algorithms.build_weighted_feddst,
   }[algorithm]
   return builder(model_fn, **kwargs)
 
@@ -375,17 +426,41 @@ def main(argv):
           _size(hp['dataset'])]['eval_every']),
       checkpoint_every=FLAGS.checkpoint_every,
       upload_cap_mb=FLAGS.upload_cap_mb)
+  # Ctrl-C and SIGTERM end the run with one line saying how to resume, and
+  # `program.train` lets them land only between its writes.
   try:
-    program.check_hparams(root_dir, program.run_hparams(config, hp))
-    federated = load_federated_data(hp)
-  except (program.HparamsMismatchError, data_lib.DatasetNotFoundError,
-          data_lib.CorruptDatasetError) as e:
+    with program.signals_raise():
+      # Held from here, so that a second run is refused before loading data.
+      with program.hold_run_directory(root_dir):
+        result = _run(hp, config)
+  except program.TrainingInterrupted as e:
+    print(e.explain('run the same command'), file=sys.stderr)
+    sys.exit(e.exit_code)
+  except program.Interrupted as e:  # Outside the rounds: nothing to lose.
+    print(f'Interrupted ({e.signal_name}) — run the same command to continue.',
+          file=sys.stderr)
+    sys.exit(e.exit_code)
+  except (program.RunDirectoryInUseError, program.HparamsMismatchError,
+          program.NoUsableCheckpointError, runtime.WorkerUnavailableError,
+          data_lib.DatasetNotFoundError, data_lib.CorruptDatasetError) as e:
     sys.exit(f'train.py: error: {e}')
+  final = result.metrics
+  summary = (f'test acc {final["test/accuracy"]:.4f}, client mean '
+             f'{final["test/client_mean_accuracy"]:.4f}, ' if
+             'test/accuracy' in final else '')
+  logging.info('Done: %d rounds, %sresults in %s', result.rounds_completed,
+               summary, root_dir)
+
+
+def _run(hp: dict, config: program.TrainConfig) -> program.TrainResult:
+  """Loads the data, builds the process and trains it (the directory held)."""
+  program.check_hparams(config.root_dir, program.run_hparams(config, hp))
+  federated = load_federated_data(hp)
   if hp['clients_per_round'] > len(federated.client_ids):
     sys.exit(f'train.py: error: --clients_per_round={hp["clients_per_round"]} '
              f'exceeds the {len(federated.client_ids)} clients kept after '
              f'partitioning (--total_clients, --min_examples).')
-  logging.info('Run %s: %s', root_dir, hp)
+  logging.info('Run %s: %s', config.root_dir, hp)
 
   model_fn = models_lib.get_model_fn(hp['model'], federated.input_shape,
                                      federated.num_classes)
@@ -398,19 +473,10 @@ def main(argv):
     tff_runtime = runtime.ensure_runtime(hp['workers'])
     process = build_process(hp, model_fn, loss_fn, program.batch_input_spec(
         federated, hp['batch_size']))
-    result = program.train(process, federated, config, model_fn=model_fn,
-                           loss_fn=loss_fn, hparams=hp,
-                           tff_runtime=tff_runtime)
-  except (program.HparamsMismatchError, runtime.WorkerUnavailableError) as e:
-    sys.exit(f'train.py: error: {e}')
+    return program.train(process, federated, config, model_fn=model_fn,
+                         loss_fn=loss_fn, hparams=hp, tff_runtime=tff_runtime)
   finally:
     runtime.shutdown()
-  final = result.metrics
-  summary = (f'test acc {final["test/accuracy"]:.4f}, client mean '
-             f'{final["test/client_mean_accuracy"]:.4f}, ' if
-             'test/accuracy' in final else '')
-  logging.info('Done: %d rounds, %sresults in %s', result.rounds_completed,
-               summary, root_dir)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,198 @@
+r"""The mask-dynamics study: does a dynamic mask beat a static one at S=0.95?
+
+Runs, through `launchers/train.py`, RandomMask, FedDST as published, FedDST
+with each of the reference's client/server options, this project's consensus
+regrowth (alone and with readjustment after epoch 5) and dense FedAvg, with
+the paper's client settings on Fashion-MNIST (400 clients, Dirichlet β=0.1,
+20 per round, 10 local epochs, batch 32, SGD lr 0.01 momentum 0.9, L2 1e-3,
+α=0.05, R_adj=10, R_end=rounds/2). One run directory per setting and
+variant under --root_dir; complete runs are skipped, interrupted ones resume
+from their checkpoints, so this can be stopped and restarted at any time:
+
+  nohup uv run python benchmarks/dynamics.py > dynamics.log 2>&1 &
+
+Settings run in the issue's order of priority (S=0.95 seed 0, S=0.95 seed 1,
+S=0.9 seed 0); `--settings` picks some. `--report` writes docs/dynamics.md
+and its plots from whatever has finished. Every variant is evaluated every 5
+rounds. Data: `apt-get install dataset-fashion-mnist` (or --data_dir).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_ROOT = flags.DEFINE_string('root_dir', '/var/tmp/tff_feddst/dynamics',
+                            'One run directory per setting/variant below this.')
+_ROUNDS = flags.DEFINE_integer('rounds', 150, 'Rounds per run.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Fashion-MNIST files.')
+_SETTINGS = flags.DEFINE_list('settings', ['s95_seed0', 's95_seed1',
+                                           's90_seed0'],
+                              'Which settings, in this order.')
+_VARIANTS = flags.DEFINE_list(
+    'variants', ['random_mask', 'feddst', 'consensus', 'consensus_epoch5',
+                 'feddst_epoch5', 'feddst_remember', 'fedavg'],
+    'Which variants of each setting, in this order.')
+_REPORT = flags.DEFINE_bool('report', False,
+                            'Write docs/dynamics.md and plots from the runs.')
+_DOCS = flags.DEFINE_string('docs_dir', os.path.join(_REPO, 'docs'),
+                            'Where --report writes.')
+
+SETTINGS = {'s95_seed0': (0.95, 0), 's95_seed1': (0.95, 1),
+            's90_seed0': (0.9, 0)}
+PAPER = ['--dataset=fashion_mnist', '--total_clients=400', '--beta=0.1',
+         '--clients_per_round=20', '--client_epochs=10', '--batch_size=32',
+         '--client_learning_rate=0.01', '--client_momentum=0.9',
+         '--client_weight_decay=0.001', '--checkpoint_every=5',
+         '--eval_every=5']
+_DST = ['--readjustment_ratio=0.05', '--rounds_between_readjustments=10']
+VARIANTS = {
+    'random_mask': ['--algorithm=random_mask'],
+    'feddst': ['--algorithm=feddst', *_DST],
+    'feddst_epoch5': ['--algorithm=feddst', *_DST, '--readjust_after_epoch=5'],
+    'feddst_remember': ['--algorithm=feddst', *_DST, '--remember_old'],
+    'consensus': ['--algorithm=feddst_consensus', *_DST],
+    'consensus_epoch5': ['--algorithm=feddst_consensus', *_DST,
+                         '--readjust_after_epoch=5'],
+    'fedavg': ['--algorithm=fedavg'],
+}
+BUDGETS_MB = (50, 100, 200)
+TAIL_FROM = 101
+
+
+def run_dir(setting: str, variant: str) -> str:
+  return os.path.join(_ROOT.value, setting, variant)
+
+
+def command(setting: str, variant: str) -> list[str]:
+  sparsity, seed = SETTINGS[setting]
+  args = [sys.executable, os.path.join(_REPO, 'launchers', 'train.py'),
+          *PAPER, *VARIANTS[variant], f'--rounds={_ROUNDS.value}',
+          f'--seed={seed}', f'--root_dir={run_dir(setting, variant)}']
+  if variant != 'fedavg':
+    args.append(f'--sparsity={sparsity}')
+  if variant not in ('fedavg', 'random_mask'):
+    args.append(f'--readjustment_end_round={_ROUNDS.value // 2}')
+  if _DATA_DIR.value:
+    args.append(f'--data_dir={_DATA_DIR.value}')
+  return args
+
+
+def _f(row, key):
+  value = row.get(key, '')
+  return float(value) if value not in ('', None, 'nan') else None
+
+
+def summarize(setting: str, variant: str) -> dict | None:
+  """The table row of one run, or None if it has not started."""
+  path = os.path.join(run_dir(setting, variant), 'results', 'metrics.csv')
+  if not os.path.exists(path):
+    return None
+  with open(path, newline='') as f:
+    rows = list(csv.DictReader(f))
+  if not rows:
+    return None
+  evals = [r for r in rows if _f(r, 'test/client_mean_accuracy') is not None]
+  out = dict(variant=variant, rounds=int(rows[-1]['round']))
+  for mb in BUDGETS_MB:
+    within = [_f(r, 'test/client_mean_accuracy') for r in evals
+              if _f(r, 'round/cumulative_uplink_bytes') <= mb * 1e6]
+    out[f'acc@{mb}MB'] = max(within) if within else None
+  tail = [_f(r, 'test/client_mean_accuracy') for r in evals
+          if int(r['round']) >= TAIL_FROM]
+  out[f'acc_mean_r{TAIL_FROM}+'] = (sum(tail) / len(tail) if tail and
+                                    out['rounds'] >= _ROUNDS.value else None)
+  turnover = _f(rows[-1], 'finalizer/mask_turnover')
+  out['turnover'] = turnover
+  jaccards = [_f(r, 'finalizer/client_mask_jaccard') for r in rows
+              if _f(r, 'round/readjusted') == 1]
+  jaccards = [j for j in jaccards if j is not None]
+  out['jaccard_readjusting'] = (sum(jaccards) / len(jaccards) if jaccards
+                                else None)
+  out['uplink_MB'] = _f(rows[-1], 'round/cumulative_uplink_bytes') / 1e6
+  return out
+
+
+def _fmt(v):
+  if v is None:
+    return '—'
+  return f'{v:.3f}' if isinstance(v, float) else str(v)
+
+
+def report() -> None:
+  """Writes docs/dynamics.md (tables per setting) and plots."""
+  keys = (['variant', 'rounds'] + [f'acc@{mb}MB' for mb in BUDGETS_MB] +
+          [f'acc_mean_r{TAIL_FROM}+', 'turnover', 'jaccard_readjusting',
+           'uplink_MB'])
+  sections = []
+  for setting in _SETTINGS.value:
+    rows = [s for s in (summarize(setting, v) for v in _VARIANTS.value) if s]
+    if not rows:
+      continue
+    table = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
+    table += ['| ' + ' | '.join(_fmt(r[k]) for k in keys) + ' |' for r in rows]
+    base = {r['variant']: r for r in rows}.get('random_mask')
+    dense = {r['variant']: r for r in rows}.get('fedavg')
+    diffs = []
+    for r in rows:
+      cells = []
+      for ref in (base, dense):
+        k = f'acc_mean_r{TAIL_FROM}+'
+        cells.append('—' if not ref or r[k] is None or ref[k] is None
+                     else f'{r[k] - ref[k]:+.3f}')
+      diffs.append(f'| {r["variant"]} | {cells[0]} | {cells[1]} |')
+    out_dir = os.path.join(_DOCS.value, 'dynamics', setting)
+    os.makedirs(out_dir, exist_ok=True)
+    subprocess.run([sys.executable, os.path.join(_REPO, 'launchers', 'plot.py'),
+                    '--run_dirs=' + ','.join(run_dir(setting, r['variant'])
+                                             for r in rows),
+                    f'--output_dir={out_dir}'], check=True)
+    sections.append('\n'.join([
+        f'## {setting}', '', *table, '',
+        f'Mean client accuracy over rounds {TAIL_FROM}–{_ROUNDS.value}, minus '
+        'RandomMask and minus FedAvg:', '',
+        '| variant | − random_mask | − fedavg |', '|---|---|---|', *diffs, '',
+        f'![accuracy vs uplink](dynamics/{setting}/accuracy_vs_uplink.png)',
+        f'![accuracy vs rounds](dynamics/{setting}/accuracy_vs_rounds.png)',
+        '']))
+  commands = '\n'.join(
+      'uv run python ' + ' '.join(
+          [os.path.relpath(command(s, v)[1], _REPO)] + command(s, v)[2:])
+      for s in _SETTINGS.value for v in _VARIANTS.value)
+  text = '\n'.join(['# Mask dynamics at high sparsity', '',
+                    'Generated by `uv run python benchmarks/dynamics.py '
+                    '--report`.', '', *sections, '## Commands', '', '```',
+                    commands, '```', ''])
+  path = os.path.join(_DOCS.value, 'dynamics_tables.md')
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+  print(text)
+
+
+def main(argv):
+  del argv
+  for name, known, value in (('settings', SETTINGS, _SETTINGS.value),
+                             ('variants', VARIANTS, _VARIANTS.value)):
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+      raise app.UsageError(f'--{name}: unknown {unknown}; expected some of '
+                           f'{sorted(known)}.')
+  if _REPORT.value:
+    report()
+    return
+  for setting in _SETTINGS.value:
+    for variant in _VARIANTS.value:
+      print(' '.join(command(setting, variant)), flush=True)
+      subprocess.run(command(setting, variant), check=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
