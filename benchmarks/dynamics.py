@@ -37,7 +37,7 @@ _SETTINGS = flags.DEFINE_list('settings', ['s95_seed0', 's95_seed1',
                                            's90_seed0'],
                               'Which settings, in this order.')
 _VARIANTS = flags.DEFINE_list(
-    'variants', ['random_mask', 'feddst', 'consensus', 'consensus_epoch5',
+    'variants', ['consensus_epoch5', 'random_mask', 'feddst', 'consensus',
                  'feddst_epoch5', 'feddst_remember', 'fedavg'],
     'Which variants of each setting, in this order.')
 _REPORT = flags.DEFINE_bool('report', False,
