@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from launcher_helpers import REPO, TIMEOUT, TINY_FLAGS, TRAIN, child_env, run_script
+from launcher_helpers import (KILLED_AFTER_ROUND, REPO, TIMEOUT, TINY_FLAGS,
+                              TRAIN, child_env, run_script)
 
 
 @dataclasses.dataclass
@@ -29,13 +30,14 @@ def launcher_runs(tmp_path_factory):
   logs = {}
   children = {}
   # The uninterrupted and the killed run go side by side.
-  for name, run_dir, env in (
-      ('full', full_dir, child_env()),
-      ('killed', resumed_dir, child_env(TFF_FEDDST_KILL_AFTER_ROUND='3'))):
+  for name, run_dir, script in (
+      ('full', full_dir, [TRAIN]),
+      ('killed', resumed_dir, [KILLED_AFTER_ROUND, '3'])):
     logs[name] = (open(root / f'{name}.out', 'w+'), open(root / f'{name}.err', 'w+'))
     children[name] = subprocess.Popen(
-        [sys.executable, str(TRAIN), *TINY_FLAGS, f'--root_dir={run_dir}'],
-        cwd=REPO, env=env, stdout=logs[name][0], stderr=logs[name][1], text=True)
+        [sys.executable, *map(str, script), *TINY_FLAGS, f'--root_dir={run_dir}'],
+        cwd=REPO, env=child_env(), stdout=logs[name][0], stderr=logs[name][1],
+        text=True)
   codes = {name: child.wait(TIMEOUT) for name, child in children.items()}
   texts = {}
   for name, (out, err) in logs.items():

@@ -8,6 +8,8 @@ import sys
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / 'launchers' / 'train.py'
 PLOT = REPO / 'launchers' / 'plot.py'
+# train.py, SIGKILLed after the checkpoint of the round given first.
+KILLED_AFTER_ROUND = REPO / 'tests' / 'launchers' / 'train_killed_after_round.py'
 # Tiny FedDST: 6 rounds, readjusting before and after the kill point.
 TINY_FLAGS = [
     '--dataset=digits', '--model=mlp', '--total_clients=10',
@@ -22,7 +24,6 @@ TIMEOUT = 300
 
 def child_env(**extra):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  env.pop('TFF_FEDDST_KILL_AFTER_ROUND', None)
   env.update(extra)
   return env
 

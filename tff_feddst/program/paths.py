@@ -7,6 +7,7 @@ root_dir/
   results/metrics.csv     tff.program.CSVFileReleaseManager, one row per round
   logdir/                 tff.program.TensorBoardReleaseManager event files
   model_weights.npz       the global model weights at the end of the run
+  .lock                   held by the run using the directory (`run_lock`)
 ```
 """
 
@@ -47,6 +48,10 @@ class RunPaths:
   @property
   def model_weights(self) -> Path:
     return self.root / 'model_weights.npz'
+
+  @property
+  def lock(self) -> Path:
+    return self.root / '.lock'
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:

@@ -28,18 +28,37 @@ there. `hparams.json` guards against resuming with other hyperparameters
 (`hparams`). Only the wall-clock columns (`time/...`) differ from an
 uninterrupted run.
 
+Damaged checkpoints. A crash or a full disk during a save can leave the latest
+checkpoint truncated (TF's reader then raises IndexError, DataLossError,
+OSError, ...). The run resumes from the newest checkpoint that loads, with a
+warning naming each damaged one, which is moved aside to
+`checkpoints/damaged_program_state_N` (kept for inspection; its version is
+saved again when the run gets there). Resuming from an older round is the case
+above: the CSV rows after it are replaced as the rounds are run again. When
+checkpoints exist but none loads (also what another version of this code
+would see), `NoUsableCheckpointError` names the directory and nothing is
+moved.
+
+One run per root directory. `train` holds the directory's lock (`run_lock`)
+from start to end; a second run on it is refused with
+`run_lock.RunDirectoryInUseError`.
+
 Stopping. The run ends after round `rounds`, or, with `upload_cap_mb`, after
 the first round whose cumulative uplink (all clients, all rounds, measured on
 the encoded payloads; 1 MB = 10**6 bytes) reaches the cap, whichever comes
 first. That round is evaluated and checkpointed as the last one.
 
+Interruptions. Called from the main thread, `train` turns SIGINT and SIGTERM
+into `TrainingInterrupted` (which says the round and the checkpoint to resume
+from), and holds them back while a release or a checkpoint is being written,
+so that each is written entirely or not at all (`interrupts`).
+
 Worker failures. When `process.next` raises, the runtime's workers are
 checked; a dead worker surfaces as `runtime.WorkerUnavailableError` naming it
 and the checkpoint to resume from (restart with the same root directory).
 
-Test hook. If the environment variable `TFF_FEDDST_KILL_AFTER_ROUND` is N, the
-program SIGKILLs itself right after saving the checkpoint of round N (nothing
-happens if round N saves no checkpoint). It exists to test exact resume.
+Checkpoint hook. `after_checkpoint(round_num)` is called right after each
+checkpoint is complete; the exact-resume tests kill the process from it.
 """
 
 from __future__ import annotations
@@ -49,10 +68,10 @@ import collections
 import dataclasses
 import datetime
 import math
-import os
-import signal
+import shutil
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from absl import logging
@@ -65,12 +84,15 @@ from tff_feddst import models as models_lib
 from tff_feddst import runtime as runtime_lib
 from tff_feddst.program import evaluation
 from tff_feddst.program import hparams as hparams_lib
+from tff_feddst.program import interrupts
 from tff_feddst.program import metrics as metrics_lib
 from tff_feddst.program import paths
+from tff_feddst.program import run_lock
 from tff_feddst.program import sampling
 
-KILL_AFTER_ROUND_ENV = 'TFF_FEDDST_KILL_AFTER_ROUND'
 _BYTES_PER_MB = 1e6
+_STATE_PREFIX = 'program_state_'  # FileProgramStateManager's, made explicit.
+_DAMAGED_PREFIX = 'damaged_'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +154,39 @@ class TrainResult(NamedTuple):
   rounds_completed: int
   metrics: dict[str, int | float]  # Those of the last round run by this call.
   stopped_by_upload_cap: bool
+
+
+class TrainingInterrupted(interrupts.Interrupted):
+  """`train` stopped on SIGINT or SIGTERM, with nothing half-written.
+
+  Attributes:
+    where: when the signal came, e.g. 'during round 16' or 'after round 16'
+      (that round was released).
+    last_checkpoint: the round whose checkpoint a restart in the same root
+      directory resumes from; 0 if there is none yet, None if the run was
+      interrupted before it had read its checkpoints.
+  """
+
+  def __init__(self, signum: int, *, where: str,
+               last_checkpoint: int | None):
+    self.where = where
+    self.last_checkpoint = last_checkpoint
+    super().__init__(
+        signum, self.explain('train again with the same root directory'))
+
+  def explain(self, how_to_restart: str) -> str:
+    """One line: where the run stopped, and that `how_to_restart` resumes it."""
+    if self.last_checkpoint is None:
+      return f'Interrupted {self.where} — {how_to_restart} to continue.'
+    if self.last_checkpoint:
+      return (f'Interrupted {self.where}; the last checkpoint is round '
+              f'{self.last_checkpoint} — {how_to_restart} to resume.')
+    return (f'Interrupted {self.where}; there is no checkpoint yet — '
+            f'{how_to_restart} to start again.')
+
+
+class NoUsableCheckpointError(RuntimeError):
+  """The run directory holds checkpoints, but none of them loads."""
 
 
 def run_hparams(config: TrainConfig,
@@ -204,16 +259,6 @@ def next_or_explain(process: tff.learning.templates.LearningProcess, state,
     raise
 
 
-def _maybe_kill_self(round_num: int) -> None:
-  """Test hook (see module doc): SIGKILL after the checkpoint of round N."""
-  value = os.environ.get(KILL_AFTER_ROUND_ENV)
-  if value and int(value) == round_num:
-    logging.warning('%s=%s: killing this process (test hook).',
-                    KILL_AFTER_ROUND_ENV, value)
-    logging.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _log_round(round_num: int, config: TrainConfig, flat: Mapping[str, Any],
                elapsed: float, eta: float) -> None:
   parts = [f'round {round_num}/{config.rounds}',
@@ -238,11 +283,70 @@ def _rounds_left(round_num: int, config: TrainConfig, uplink: int,
   return left
 
 
+def _set_aside_damaged(checkpoints: Path, version: int, reason: str,
+                       resumed_version: int) -> None:
+  """Moves checkpoint `version` out of the state manager's sight."""
+  source = checkpoints / f'{_STATE_PREFIX}{version}'
+  target = checkpoints / f'{_DAMAGED_PREFIX}{source.name}'
+  if target.exists():
+    shutil.rmtree(target)
+  source.rename(target)
+  logging.warning('Checkpoint %s is damaged (%s); resuming from the one of '
+                  'round %d instead. Moved the damaged one to %s.', source,
+                  reason, resumed_version, target)
+
+
+def _restore(state_manager: tff.program.FileProgramStateManager, template,
+             checkpoints: Path) -> tuple[Any, int, list[int]]:
+  """Loads the newest checkpoint that loads (see "Damaged checkpoints").
+
+  Returns:
+    (program state, version, versions set aside as damaged); the state is None
+    and the version 0 when there is no checkpoint.
+
+  Raises:
+    NoUsableCheckpointError: there are checkpoints, and none loads.
+  """
+  versions = asyncio.run(state_manager.get_versions()) or []
+  failures: list[tuple[int, str]] = []
+  for version in reversed(versions):
+    try:
+      restored = asyncio.run(state_manager.load(version, template))
+    except Exception as e:  # pylint: disable=broad-except
+      # TF's readers fail on damaged files in many ways (IndexError,
+      # DataLossError, OSError, OpError, ...).
+      reason = f'{type(e).__name__}: {e}'
+      failures.append((version, reason[:300]))
+      continue
+    with interrupts.held():
+      for damaged, reason in failures:
+        _set_aside_damaged(checkpoints, damaged, reason, version)
+    return restored, version, [v for v, _ in failures]
+  if failures:
+    listing = '; '.join(f'{_STATE_PREFIX}{v}: {r}' for v, r in failures)
+    raise NoUsableCheckpointError(
+        f'None of the {len(failures)} checkpoints in {checkpoints} loads '
+        f'(newest first: {listing}). If another version of tff_feddst wrote '
+        'them, resume with that version; if they are damaged, move them away '
+        'to start the run again.')
+  return None, 0, []
+
+
+@dataclasses.dataclass
+class _Progress:
+  """How far `train` got, for the message of `TrainingInterrupted`."""
+
+  where: str = 'while loading the run'
+  last_checkpoint: int | None = None  # None: not known yet.
+
+
 def train(process: tff.learning.templates.LearningProcess,
           federated_data: data_lib.FederatedData, config: TrainConfig, *,
           model_fn: Callable[[], tf.keras.Model], loss_fn: Any,
           hparams: Mapping[str, Any] | None = None,
-          tff_runtime: runtime_lib.Runtime | None = None) -> TrainResult:
+          tff_runtime: runtime_lib.Runtime | None = None,
+          after_checkpoint: Callable[[int], None] | None = None
+          ) -> TrainResult:
   """Trains `process` on `federated_data` (see the module doc), resuming if possible.
 
   Args:
@@ -256,13 +360,18 @@ def train(process: tff.learning.templates.LearningProcess,
       JSON-serializable; recorded with `config` in hparams.json.
     tff_runtime: the runtime whose workers to check on failure; default the
       process-wide one (`runtime.ensure_runtime()`).
+    after_checkpoint: called with the round number right after each
+      checkpoint (process state, counters, model_weights.npz) is complete.
 
   Returns:
     A `TrainResult`.
 
   Raises:
     hparams.HparamsMismatchError: the root directory holds another run.
+    run_lock.RunDirectoryInUseError: another process is running in it.
+    NoUsableCheckpointError: it holds checkpoints, and none loads.
     runtime.WorkerUnavailableError: a TFF worker died during a round.
+    TrainingInterrupted: SIGINT or SIGTERM arrived (main thread only).
   """
   tff_runtime = tff_runtime or runtime_lib.ensure_runtime()
   num_clients = len(federated_data.client_ids)
@@ -270,20 +379,45 @@ def train(process: tff.learning.templates.LearningProcess,
     raise ValueError(f'clients_per_round={config.clients_per_round} exceeds '
                      f'the {num_clients} clients of {federated_data.name}.')
   run_paths = paths.RunPaths.of(config.root_dir)
-  hparams_lib.write_or_check_hparams(run_paths.root,
-                                     run_hparams(config, hparams))
+  progress = _Progress()
+  try:
+    with interrupts.signals_raise(), run_lock.hold_run_directory(
+        run_paths.root):
+      return _train(process, federated_data, config, run_paths, progress,
+                    model_fn=model_fn, loss_fn=loss_fn, hparams=hparams,
+                    tff_runtime=tff_runtime,
+                    after_checkpoint=after_checkpoint)
+  except interrupts.Interrupted as e:
+    raise TrainingInterrupted(e.signum, where=progress.where,
+                              last_checkpoint=progress.last_checkpoint
+                              ) from None
 
+
+def _train(process, federated_data, config: TrainConfig,
+           run_paths: paths.RunPaths, progress: _Progress, *, model_fn,
+           loss_fn, hparams, tff_runtime, after_checkpoint) -> TrainResult:
+  """`train` once the run directory is held: load, then run the rounds."""
+  with interrupts.held():
+    hparams_lib.write_or_check_hparams(run_paths.root,
+                                       run_hparams(config, hparams))
   state_manager = tff.program.FileProgramStateManager(
-      str(run_paths.checkpoints), keep_total=config.keep_checkpoints,
-      keep_first=False)
+      str(run_paths.checkpoints), prefix=_STATE_PREFIX,
+      keep_total=config.keep_checkpoints, keep_first=False)
   template = (process.initialize(), _counters())
-  restored, version = asyncio.run(state_manager.load_latest(template))
+  restored, version, set_aside = _restore(state_manager, template,
+                                          run_paths.checkpoints)
   state, counters = restored if restored is not None else template
   done_rounds = int(counters['round'])
   uplink = int(counters['cumulative_uplink_bytes'])
   if restored is not None:
     logging.info('Resuming %s after round %d (checkpoint version %d).',
                  run_paths.root, done_rounds, version)
+  progress.last_checkpoint = done_rounds
+  progress.where = f'before round {done_rounds + 1}'
+  if set_aside:
+    with interrupts.held():  # The weights of the checkpoint resumed from.
+      save_model_weights(run_paths.model_weights,
+                         process.get_model_weights(state), done_rounds)
   cap_bytes = (None if config.upload_cap_mb is None
                else config.upload_cap_mb * _BYTES_PER_MB)
   stopped_by_cap = cap_bytes is not None and uplink >= cap_bytes
@@ -298,25 +432,17 @@ def train(process: tff.learning.templates.LearningProcess,
     evaluator = evaluation.Evaluator(federated_data, model_fn, loss_fn,
                                      batch_size=config.eval_batch_size)
     names = kernel_names(model_fn)
-    last_checkpoint = done_rounds if restored is not None else 0
     session_start = time.monotonic()
     elapsed_before = float(counters['elapsed_seconds'])
     first_round = done_rounds + 1
     try:
       for round_num in range(first_round, config.rounds + 1):
+        progress.where = f'during round {round_num}'
         round_start = time.monotonic()
-        clients = sampling.sample_clients(
-            federated_data.client_ids, config.clients_per_round,
-            seed=config.seed, round_num=round_num)
-        datasets = sampling.round_datasets(
-            federated_data.train, clients, batch_size=config.batch_size,
-            seed=config.seed, round_num=round_num,
-            shuffle_buffer=config.shuffle_buffer)
-        output = next_or_explain(process, state, datasets,
-                                 tff_runtime=tff_runtime, round_num=round_num,
-                                 last_checkpoint=last_checkpoint)
-        state = output.state
-        flat = metrics_lib.flatten_metrics(output.metrics, kernel_names=names)
+        state, flat = _run_round(process, state, federated_data, config,
+                                 round_num, names=names,
+                                 tff_runtime=tff_runtime,
+                                 last_checkpoint=progress.last_checkpoint)
         uplink = int(flat.get('round/cumulative_uplink_bytes', uplink))
         stopped_by_cap = cap_bytes is not None and uplink >= cap_bytes
         last = round_num == config.rounds or stopped_by_cap
@@ -328,7 +454,9 @@ def train(process: tff.learning.templates.LearningProcess,
         elapsed = elapsed_before + now - session_start
         flat['time/round_seconds'] = now - round_start
         flat['time/elapsed_seconds'] = elapsed
-        asyncio.run(releaser.release(flat, key=round_num))
+        with interrupts.held():
+          asyncio.run(releaser.release(flat, key=round_num))
+          progress.where = f'after round {round_num}'
         session_rounds = round_num - first_round + 1
         eta = 0.0 if last else (now - session_start) / session_rounds * (
             _rounds_left(round_num, config, uplink,
@@ -336,14 +464,15 @@ def train(process: tff.learning.templates.LearningProcess,
         _log_round(round_num, config, flat, elapsed, eta)
         done_rounds = round_num
         if round_num % config.checkpoint_every == 0 or last:
-          if weights is None:
-            weights = process.get_model_weights(state)
-          asyncio.run(state_manager.save(
-              (state, _counters(round_num, uplink, elapsed)), round_num))
-          # The latest checkpoint's weights, readable without the process (export).
-          save_model_weights(run_paths.model_weights, weights, round_num)
-          last_checkpoint = round_num
-          _maybe_kill_self(round_num)
+          with interrupts.held():
+            _save_checkpoint(
+                state_manager, run_paths,
+                (state, _counters(round_num, uplink, elapsed)), round_num,
+                process.get_model_weights(state) if weights is None
+                else weights)
+            progress.last_checkpoint = round_num
+          if after_checkpoint is not None:
+            after_checkpoint(round_num)
         if last:
           break
     except runtime_lib.WorkerUnavailableError as e:
@@ -351,6 +480,7 @@ def train(process: tff.learning.templates.LearningProcess,
       # reading the weights for a checkpoint).
       if 'Restart with the same root directory' in str(e):
         raise
+      last_checkpoint = progress.last_checkpoint
       resume = (f'the checkpoint of round {last_checkpoint}' if last_checkpoint
                 else 'the start (no checkpoint yet)')
       raise runtime_lib.WorkerUnavailableError(
@@ -365,7 +495,35 @@ def train(process: tff.learning.templates.LearningProcess,
                  run_paths.root, done_rounds)
     # The last round always checkpoints; this covers runs from before
     # model_weights.npz existed.
-    save_model_weights(run_paths.model_weights,
-                       process.get_model_weights(state), done_rounds)
+    with interrupts.held():
+      save_model_weights(run_paths.model_weights,
+                         process.get_model_weights(state), done_rounds)
   return TrainResult(state=state, rounds_completed=done_rounds, metrics=flat,
                      stopped_by_upload_cap=stopped_by_cap)
+
+
+def _run_round(process, state, federated_data, config: TrainConfig,
+               round_num: int, *, names: list[str],
+               tff_runtime: runtime_lib.Runtime, last_checkpoint: int):
+  """Samples round `round_num`'s clients and runs it: (new state, flat metrics)."""
+  clients = sampling.sample_clients(
+      federated_data.client_ids, config.clients_per_round, seed=config.seed,
+      round_num=round_num)
+  datasets = sampling.round_datasets(
+      federated_data.train, clients, batch_size=config.batch_size,
+      seed=config.seed, round_num=round_num,
+      shuffle_buffer=config.shuffle_buffer)
+  output = next_or_explain(process, state, datasets, tff_runtime=tff_runtime,
+                           round_num=round_num,
+                           last_checkpoint=last_checkpoint)
+  return output.state, metrics_lib.flatten_metrics(output.metrics,
+                                                   kernel_names=names)
+
+
+def _save_checkpoint(state_manager: tff.program.FileProgramStateManager,
+                     run_paths: paths.RunPaths, program_state, round_num: int,
+                     weights: tff.learning.models.ModelWeights) -> None:
+  """Saves checkpoint `round_num` and the weights beside it."""
+  asyncio.run(state_manager.save(program_state, round_num))
+  # The latest checkpoint's weights, readable without the process (export).
+  save_model_weights(run_paths.model_weights, weights, round_num)
