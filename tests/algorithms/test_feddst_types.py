@@ -67,12 +67,16 @@ def test_aggregator_is_weighted_and_reports_to_server():
       (n,) for n in parts.layout.live_counts]
 
 
-def test_server_optimizer_state_in_finalizer():
-  plain = build().finalizer.initialize.type_signature.result.member
-  assert len(plain) == 0
+def test_finalizer_state_holds_rounds_initial_mask_and_optimizer():
+  parts = build()
+  plain = parts.finalizer.initialize.type_signature.result.member
+  assert len(plain.optimizer) == 0
+  assert plain.round_num.dtype == np.int64
+  assert [t.shape for t in plain.initial_masks] == [
+      tuple(s) for s in parts.layout.kernel_shapes]
   with_momentum = build(server_optimizer_fn=tff.learning.optimizers.build_sgdm(
       1.0, momentum=0.9)).finalizer.initialize.type_signature.result.member
-  assert 'accumulator' in str(with_momentum)
+  assert 'accumulator' in str(with_momentum.optimizer)
 
 
 @pytest.mark.parametrize('overrides, match', [
