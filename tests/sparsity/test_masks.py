@@ -140,3 +140,20 @@ def test_readjustment_rounds():
   # Also inside a tf.function graph (tensor round numbers).
   fn = tf.function(lambda r: sparsity.is_readjustment_round(r, 0.05, 45, 10))
   assert [r for r in range(60) if bool(fn(tf.constant(r, tf.int64)))] == rounds
+
+
+@pytest.mark.parametrize('every', [1, 2, 10])
+def test_readjustment_rounds_at_every_cadence(every):
+  """Rounds 1, 1 + R_adj, ... while α_r > 0 (independent enumeration)."""
+  end = 25
+  want = [r for r in range(1, end) if (r - 1) % every == 0]
+  got = [r for r in range(40)
+         if bool(sparsity.is_readjustment_round(r, 0.05, end, every))]
+  assert got == want
+  assert 0 not in got  # Round 0 trains on the initial mask.
+
+
+@pytest.mark.parametrize('r,want', [(0, 0.5), (2, 0.65), (4, 0.8), (9, 0.8)])
+def test_sparsity_at_round_moves_linearly(r, want):
+  assert sparsity.sparsity_at_round(r, 0.5, 0.8, 4) == pytest.approx(want)
+  assert sparsity.sparsity_at_round(r, 0.5, None, 4) == 0.5
