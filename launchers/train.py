@@ -38,20 +38,14 @@ from absl import logging
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_feddst import algorithms
+from tff_feddst.algorithms import registry
 from tff_feddst import data as data_lib
 from tff_feddst import models as models_lib
 from tff_feddst import program
 from tff_feddst import runtime
-from tff_feddst import sparsity as sparsity_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
-ALGORITHMS = ('feddst', 'fedavg', 'fedavgm', 'fedprox', 'random_mask',
-              'feddst_prox', 'feddst_consensus')
-_SPARSE = ('feddst', 'random_mask', 'feddst_prox', 'feddst_consensus')
-_READJUSTING = ('feddst', 'feddst_prox', 'feddst_consensus')
-_PROX = ('fedprox', 'feddst_prox')
 DATASETS = tuple(data_lib.DATASET_NAMES) + ('emnist',)
 _DEMO_DATASETS = ('digits', 'synthetic')
 DEFAULT_MODELS = {
@@ -67,10 +61,6 @@ SIZE_DEFAULTS = {
     'paper': dict(total_clients=400, clients_per_round=20, rounds=400,
                   rounds_between_readjustments=10, eval_every=10),
 }
-_DEFAULT_SPARSITY = 0.8
-_DEFAULT_READJUSTMENT_RATIO = 0.05
-_DEFAULT_PROX_MU = 1.0  # The reference's FedProx examples use mu = 1.
-_DEFAULT_FEDAVGM_MOMENTUM = 0.9
 
 
 def _size_help(name: str) -> str:
@@ -79,53 +69,38 @@ def _size_help(name: str) -> str:
           'otherwise')
 
 
-# Algorithm.
-flags.DEFINE_enum('algorithm', 'feddst', ALGORITHMS,
-                  'feddst: FedDST. fedavg: dense FedAvg. fedavgm: FedAvg with '
-                  'server momentum. fedprox: FedAvg with a proximal term. '
-                  'random_mask: a fixed random-init magnitude mask. '
-                  'feddst_prox: FedDST with FedProx clients. '
-                  'feddst_consensus: FedDST whose server reserves a share of '
-                  'each readjustment for the weights most clients regrew '
-                  '(tff_feddst/sparsity/server_masks.py).')
-flags.DEFINE_float('sparsity', None,
-                   f'S, global sparsity of the prunable kernels, in [0, 1); '
-                   f'default {_DEFAULT_SPARSITY} for {", ".join(_SPARSE)}. '
-                   'Dense algorithms reject S > 0.')
-flags.DEFINE_enum('sparsity_distribution', 'feddst_erk',
-                  sparsity_lib.DISTRIBUTIONS, 'How S is spread over layers.')
-flags.DEFINE_float('readjustment_ratio', None,
-                   f'α, fraction of live weights readjusted, in [0, 1]; '
-                   f'default {_DEFAULT_READJUSTMENT_RATIO} for '
-                   f'{", ".join(_READJUSTING)}; other algorithms reject α > 0.')
-flags.DEFINE_integer('rounds_between_readjustments', None,
-                     f'R_adj; {_size_help("rounds_between_readjustments")}.',
-                     lower_bound=1)
-flags.DEFINE_integer('readjustment_end_round', None,
-                     'R_end, no readjustment from this round on; default '
-                     'rounds // 2, as the reference.', lower_bound=0)
-flags.DEFINE_enum('readjustment_schedule', 'cosine',
-                  sparsity_lib.SCHEDULES, 'Decay of α over rounds.')
-flags.DEFINE_float('prox_mu', None,
-                   f'FedProx μ > 0; default {_DEFAULT_PROX_MU} for '
-                   f'{", ".join(_PROX)}; other algorithms reject μ > 0.',
-                   lower_bound=0.0)
-flags.DEFINE_integer('min_votes', 0, 'Client votes a weight needs to enter '
-                     'the union mask.', lower_bound=0)
-flags.DEFINE_integer('readjust_after_epoch', None,
-                     'k: clients readjust after local epoch k (1 <= k <= '
-                     '--client_epochs) and train the remaining epochs on the '
-                     'new mask; default: after the last epoch.')
-flags.DEFINE_bool('remember_old', False,
-                  "Server mask decision counts a client's dropped weights "
-                  "with the server's previous values (the reference's "
-                  '--remember-old).')
-flags.DEFINE_enum('upload_dtype', 'float32', ('float32', 'bfloat16', 'float16'),
-                  'Type of the uploaded values (16 bits halve their bytes).')
-flags.DEFINE_float('final_sparsity', None,
-                   'Target sparsity reached linearly by '
-                   '--readjustment_end_round, in [--sparsity, 1); default: '
-                   'constant --sparsity.')
+# Algorithm and its hyperparameters (tff_feddst/algorithms/registry.py).
+flags.DEFINE_enum('algorithm', 'feddst', tuple(registry.ALGORITHMS),
+                  ' '.join(f'{a.name}: {a.summary}'
+                           for a in registry.ALGORITHMS.values()))
+
+
+def _define_option(option: registry.Option) -> None:
+  """A flag for a registry option; None = the algorithm's default."""
+  users = [a.name for a in registry.ALGORITHMS.values()
+           if option.name in a.takes]
+  own = {a.name: a.defaults[option.name] for a in registry.ALGORITHMS.values()
+         if option.name in a.defaults}
+  text = option.help
+  if option.name in SIZE_DEFAULTS['demo']:
+    text += f' {_size_help(option.name)}.'
+  elif not callable(option.default) and option.default is not None:
+    text += f' Default {option.default}' + ''.join(
+        f', {v} for {a}' for a, v in own.items()) + '.'
+  if len(users) < len(registry.ALGORITHMS):
+    text += f' For --algorithm {"|".join(users)}.'
+  if option.type is bool:
+    flags.DEFINE_bool(option.name, None, text)
+  elif option.choices is not None:
+    flags.DEFINE_enum(option.name, None, option.choices, text)
+  elif option.type is float:
+    flags.DEFINE_float(option.name, None, text)
+  else:
+    flags.DEFINE_integer(option.name, None, text)
+
+
+for _option in registry.OPTIONS.values():
+  _define_option(_option)
 # Data and model.
 flags.DEFINE_enum('dataset', 'digits', DATASETS,
                   'digits and synthetic are embedded (no files); the others '
@@ -153,20 +128,7 @@ flags.DEFINE_integer('total_clients', None,
 flags.DEFINE_integer('clients_per_round', None,
                      f'{_size_help("clients_per_round")}.', lower_bound=1)
 flags.DEFINE_integer('rounds', None, f'{_size_help("rounds")}.', lower_bound=1)
-flags.DEFINE_integer('client_epochs', 10, 'Local epochs per round.',
-                     lower_bound=1)
 flags.DEFINE_integer('batch_size', 32, 'Client batch size.', lower_bound=1)
-flags.DEFINE_float('client_learning_rate', 0.01, 'Client SGD learning rate.')
-flags.DEFINE_float('client_momentum', 0.9, 'Client SGD momentum, in [0, 1).')
-flags.DEFINE_float('client_weight_decay', 1e-3, 'Client L2 strength λ.',
-                   lower_bound=0.0)
-flags.DEFINE_float('server_learning_rate', 1.0, 'Server SGD learning rate '
-                   '(used when there is a server optimizer).')
-flags.DEFINE_float('server_momentum', None,
-                   f'Server SGD momentum in [0, 1); default '
-                   f'{_DEFAULT_FEDAVGM_MOMENTUM} for fedavgm, 0 otherwise. A '
-                   'server optimizer is used for fedavgm, or when the server '
-                   'momentum is > 0 or the server learning rate is not 1.')
 flags.DEFINE_integer('seed', 0, 'Seeds the partition, the initial model, '
                      'client sampling and data order.', lower_bound=0)
 # Program.
@@ -190,23 +152,9 @@ FLAGS = flags.FLAGS
 
 def _register_validators() -> None:
   """Flag checks that absl runs at parse time, before any work."""
-  def positive(name):
+  for name in ('beta', 'upload_cap_mb'):
     flags.register_validator(
         name, lambda v: v is None or v > 0, message=f'--{name} must be > 0.')
-
-  for name in ('beta', 'client_learning_rate', 'server_learning_rate',
-               'upload_cap_mb'):
-    positive(name)
-  flags.register_validator(
-      'sparsity', lambda v: v is None or 0.0 <= v < 1.0,
-      message='--sparsity must be in [0, 1).')
-  flags.register_validator(
-      'readjustment_ratio', lambda v: v is None or 0.0 <= v <= 1.0,
-      message='--readjustment_ratio must be in [0, 1].')
-  for name in ('client_momentum', 'server_momentum'):
-    flags.register_validator(
-        name, lambda v: v is None or 0.0 <= v < 1.0,
-        message=f'--{name} must be in [0, 1).')
   flags.register_validator(
       'workers',
       lambda v: all(re.fullmatch(r'[^\s:]+:\d{1,5}', w) for w in v),
@@ -224,50 +172,27 @@ def _register_validators() -> None:
       total = SIZE_DEFAULTS[size]['total_clients']
     return total is None or per_round <= total
 
-  def inapplicable(flag, algorithms, what):
-    @flags.multi_flags_validator(
-        [flag, 'algorithm'],
-        message=f'--{flag} > 0 applies only to --algorithm '
-                f'{"|".join(algorithms)} ({what}).')
-    def _check(values):  # pylint: disable=unused-variable
-      return not values[flag] or values['algorithm'] in algorithms
-
-  inapplicable('sparsity', _SPARSE, 'the others are dense')
-  inapplicable('readjustment_ratio', _READJUSTING,
-               'the others never readjust masks')
-  inapplicable('prox_mu', _PROX, 'the others have no proximal term')
-  inapplicable('readjust_after_epoch', _READJUSTING,
-               'the others never readjust masks')
-  inapplicable('remember_old', _READJUSTING, 'the others never readjust masks')
-  inapplicable('final_sparsity', _SPARSE, 'the others are dense')
-
-  @flags.multi_flags_validator(
-      ['readjust_after_epoch', 'client_epochs'],
-      message='--readjust_after_epoch must be in [1, --client_epochs].')
-  def _after_epoch(values):  # pylint: disable=unused-variable
-    k = values['readjust_after_epoch']
-    return k is None or 1 <= k <= values['client_epochs']
-
-  @flags.multi_flags_validator(
-      ['final_sparsity', 'sparsity'],
-      message='--final_sparsity must be in [--sparsity, 1) (default '
-              f'--sparsity {_DEFAULT_SPARSITY}): the server can only prune '
-              'towards it.')
-  def _final_sparsity(values):  # pylint: disable=unused-variable
-    final = values['final_sparsity']
-    start = (values['sparsity'] if values['sparsity'] is not None
-             else _DEFAULT_SPARSITY)
-    return final is None or start <= final < 1.0
-
-  @flags.multi_flags_validator(
-      ['prox_mu', 'algorithm'],
-      message=f'--algorithm {"|".join(_PROX)} needs --prox_mu > 0.')
-  def _prox(values):  # pylint: disable=unused-variable
-    return values['algorithm'] not in _PROX or values['prox_mu'] != 0.0
+  @flags.multi_flags_validator(['algorithm', 'dataset', 'rounds',
+                                *registry.OPTIONS])
+  def _algorithm(values):  # pylint: disable=unused-variable
+    try:
+      algorithm_hparams(values)
+    except registry.OptionError as e:
+      raise flags.ValidationError(str(e)) from e
+    return True
 
 
 def _size(dataset: str) -> str:
   return 'demo' if dataset in _DEMO_DATASETS else 'paper'
+
+
+def algorithm_hparams(values) -> dict:
+  """The algorithm's hyperparameters from flag values (`registry.resolve`)."""
+  size = SIZE_DEFAULTS[_size(values['dataset'])]
+  return registry.resolve(
+      values['algorithm'], {n: values[n] for n in registry.OPTIONS},
+      rounds=values['rounds'] or size['rounds'], size_defaults=size,
+      flag_prefix='--')
 
 
 _register_validators()
@@ -281,16 +206,10 @@ def resolve_hparams() -> dict:
     value = getattr(FLAGS, name)
     return size[name] if value is None else value
 
-  algorithm = FLAGS.algorithm
-  sparse = algorithm in _SPARSE
-  readjusting = algorithm in _READJUSTING
   rounds = sized('rounds')
   emnist = FLAGS.dataset == 'emnist'
-  server_momentum = FLAGS.server_momentum
-  if server_momentum is None:
-    server_momentum = _DEFAULT_FEDAVGM_MOMENTUM if algorithm == 'fedavgm' else 0.0
-  return dict(
-      algorithm=algorithm,
+  hp = dict(
+      algorithm=FLAGS.algorithm,
       dataset=FLAGS.dataset,
       data_dir=FLAGS.data_dir,
       model=FLAGS.model or DEFAULT_MODELS[FLAGS.dataset],
@@ -303,37 +222,14 @@ def resolve_hparams() -> dict:
       total_clients=(FLAGS.total_clients if emnist else sized('total_clients')),
       clients_per_round=sized('clients_per_round'),
       rounds=rounds,
-      client_epochs=FLAGS.client_epochs,
       batch_size=FLAGS.batch_size,
-      client_learning_rate=FLAGS.client_learning_rate,
-      client_momentum=FLAGS.client_momentum,
-      client_weight_decay=FLAGS.client_weight_decay,
-      server_learning_rate=FLAGS.server_learning_rate,
-      server_momentum=server_momentum,
-      sparsity=(FLAGS.sparsity if FLAGS.sparsity is not None
-                else _DEFAULT_SPARSITY) if sparse else 0.0,
-      sparsity_distribution=FLAGS.sparsity_distribution if sparse else None,
-      readjustment_ratio=(
-          FLAGS.readjustment_ratio if FLAGS.readjustment_ratio is not None
-          else _DEFAULT_READJUSTMENT_RATIO) if readjusting else 0.0,
-      rounds_between_readjustments=(
-          sized('rounds_between_readjustments') if readjusting else None),
-      readjustment_end_round=(
-          (FLAGS.readjustment_end_round
-           if FLAGS.readjustment_end_round is not None else rounds // 2)
-          if readjusting else None),
-      readjustment_schedule=FLAGS.readjustment_schedule if readjusting else None,
-      prox_mu=((FLAGS.prox_mu if FLAGS.prox_mu is not None else
-                _DEFAULT_PROX_MU) if algorithm in _PROX else 0.0),
-      min_votes=FLAGS.min_votes if sparse else None,
-      readjust_after_epoch=(FLAGS.readjust_after_epoch or FLAGS.client_epochs
-                            if readjusting else None),
-      remember_old=FLAGS.remember_old if readjusting else None,
-      upload_dtype=FLAGS.upload_dtype,
-      final_sparsity=FLAGS.final_sparsity if sparse else None,
       seed=FLAGS.seed,
       workers=list(FLAGS.workers),
   )
+  hp.update(algorithm_hparams(
+      {name: getattr(FLAGS, name) for name in
+       ('algorithm', 'dataset', 'rounds', *registry.OPTIONS)}))
+  return hp
 
 
 def load_federated_data(hp: dict) -> data_lib.FederatedData:
@@ -365,47 +261,11 @@ def _first_clients(federated, count: int):
 
 
 def build_process(hp: dict, model_fn, loss_fn, input_spec):
-  """The learning process named by `hp['algorithm']`."""
-  algorithm = hp['algorithm']
-  kwargs = dict(
-      loss_fn=loss_fn, input_spec=input_spec,
+  """The learning process that `hp` describes (`registry.build`)."""
+  return registry.build(
+      hp, model_fn, loss_fn=loss_fn, input_spec=input_spec,
       metrics_fn=lambda: [tf.keras.metrics.SparseCategoricalAccuracy()],
-      client_optimizer_fn=tff.learning.optimizers.build_sgdm(
-          hp['client_learning_rate'], momentum=hp['client_momentum']),
-      seed=hp['seed'], client_epochs=hp['client_epochs'],
-      client_weight_decay=hp['client_weight_decay'])
-  if (algorithm == 'fedavgm' or hp['server_momentum'] > 0 or
-      hp['server_learning_rate'] != 1.0):
-    kwargs['server_optimizer_fn'] = tff.learning.optimizers.build_sgdm(
-        hp['server_learning_rate'], momentum=hp['server_momentum'])
-  kwargs['upload_dtype'] = hp['upload_dtype']
-  if algorithm in _SPARSE:
-    kwargs.update(sparsity=hp['sparsity'],
-                  sparsity_distribution=hp['sparsity_distribution'],
-                  min_votes=hp['min_votes'],
-                  final_sparsity=hp['final_sparsity'])
-  if algorithm in _READJUSTING:
-    kwargs.update(
-        readjustment_ratio=hp['readjustment_ratio'],
-        rounds_between_readjustments=hp['rounds_between_readjustments'],
-        readjustment_end_round=hp['readjustment_end_round'],
-        readjustment_schedule=hp['readjustment_schedule'],
-        readjust_after_epoch=hp['readjust_after_epoch'],
-        remember_old=hp['remember_old'])
-  if algorithm == 'feddst_consensus':
-    kwargs['consensus_regrowth'] = True
-  if algorithm in _PROX:
-    kwargs['prox_mu'] = hp['prox_mu']
-  builder = {
-      'feddst': algorithms.build_weighted_feddst,
-      'fedavg': algorithms.build_weighted_fed_avg,
-      'fedavgm': algorithms.build_weighted_fed_avgm,
-      'fedprox': algorithms.build_weighted_fed_prox,
-      'random_mask': algorithms.build_weighted_random_mask,
-      'feddst_prox': algorithms.build_weighted_feddst_prox,
-      'feddst_consensus': algorithms.build_weighted_feddst,
-  }[algorithm]
-  return builder(model_fn, **kwargs)
+      seed=hp['seed'])
 
 
 def loss_fn() -> tf.keras.losses.Loss:

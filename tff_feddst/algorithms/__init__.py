@@ -1,11 +1,31 @@
-"""FedDST and its baselines as `tff.learning.templates.LearningProcess`es."""
+"""FedDST and its baselines as `tff.learning.templates.LearningProcess`es.
 
-from tff_feddst.algorithms.baselines import build_weighted_fed_avg
-from tff_feddst.algorithms.baselines import build_weighted_fed_avgm
-from tff_feddst.algorithms.baselines import build_weighted_fed_prox
-from tff_feddst.algorithms.baselines import build_weighted_feddst_prox
-from tff_feddst.algorithms.baselines import build_weighted_random_mask
-from tff_feddst.algorithms.feddst import build_feddst_components
-from tff_feddst.algorithms.feddst import build_weighted_feddst
-from tff_feddst.algorithms.feddst import FedDSTComponents
-from tff_feddst.algorithms.feddst import keras_model_from_weights
+The builders are loaded on first use, so that `tff_feddst.algorithms.registry`
+(the launcher's algorithm table) imports without TensorFlow.
+"""
+
+import importlib
+
+_EXPORTS = {
+    'build_weighted_fed_avg': 'baselines',
+    'build_weighted_fed_avgm': 'baselines',
+    'build_weighted_fed_prox': 'baselines',
+    'build_weighted_feddst_prox': 'baselines',
+    'build_weighted_random_mask': 'baselines',
+    'build_feddst_components': 'feddst',
+    'build_weighted_feddst': 'feddst',
+    'FedDSTComponents': 'feddst',
+    'keras_model_from_weights': 'feddst',
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    module = importlib.import_module(f'{__name__}.{_EXPORTS[name]}')
+    return getattr(module, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+  return sorted(list(globals()) + __all__)

@@ -1,0 +1,80 @@
+"""The algorithm registry: options, defaults, checks, and that each entry builds."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tff_feddst import sparsity
+from tff_feddst.algorithms import registry
+from tff_feddst.sparse import codec
+from test_feddst_execution import DATA, SPEC, loss_fn, metrics_fn, model_fn
+
+SIZE = dict(rounds_between_readjustments=3)
+
+
+def resolve(algorithm, rounds=40, **given):
+  return registry.resolve(algorithm, given, rounds=rounds, size_defaults=SIZE)
+
+
+def test_choices_equal_the_library_tuples():
+  assert registry.DISTRIBUTIONS == sparsity.DISTRIBUTIONS
+  assert registry.SCHEDULES == sparsity.SCHEDULES
+  assert registry.UPLOAD_DTYPES == tuple(codec.UPLOAD_DTYPES)
+
+
+def test_registry_imports_without_tensorflow():
+  code = ('import sys; from tff_feddst.algorithms import registry; '
+          'print(sorted(m for m in sys.modules if m.startswith("tensorflow")))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, check=True).stdout
+  assert out.strip() == '[]'
+
+
+def test_defaults_by_algorithm_and_context():
+  hp = resolve('feddst', rounds=40, client_epochs=4)
+  assert (hp['sparsity'], hp['readjustment_ratio'],
+          hp['rounds_between_readjustments'], hp['readjustment_end_round'],
+          hp['readjust_after_epoch'], hp['prox_mu']) == (0.8, 0.05, 3, 20, 4,
+                                                         0.0)
+  hp = resolve('fedavgm')
+  assert (hp['server_momentum'], hp['sparsity'], hp['readjustment_ratio'],
+          hp['sparsity_distribution'], hp['readjust_after_epoch']) == (
+              0.9, 0.0, 0.0, None, None)
+  assert resolve('fedprox')['prox_mu'] == 1.0
+  assert resolve('random_mask')['readjustment_ratio'] == 0.0
+  # Every key is recorded for every algorithm (hparams.json stays comparable).
+  assert set(resolve('fedavg')) == set(registry.OPTIONS)
+
+
+@pytest.mark.parametrize('algorithm,given,name', [
+    ('feddst', dict(sparsity=1.0), 'sparsity'),
+    ('feddst', dict(readjust_after_epoch=11), 'readjust_after_epoch'),
+    ('feddst', dict(client_epochs=2, readjust_after_epoch=3),
+     'readjust_after_epoch'),
+    ('feddst', dict(sparsity=0.9, final_sparsity=0.85), 'final_sparsity'),
+    ('feddst', dict(upload_dtype='int8'), 'upload_dtype'),
+    ('fedavg', dict(sparsity=0.5), 'sparsity applies only to'),
+    ('random_mask', dict(remember_old=True), 'remember_old applies only'),
+    ('fedprox', dict(prox_mu=0.0), 'prox_mu must be > 0'),
+    ('fedsgd', {}, 'algorithm must be one of'),
+])
+def test_bad_values_are_refused_naming_the_option(algorithm, given, name):
+  with pytest.raises(registry.OptionError, match=name):
+    resolve(algorithm, **given)
+
+
+@pytest.mark.parametrize('algorithm', sorted(registry.ALGORITHMS))
+def test_every_algorithm_builds_and_runs_a_round(algorithm):
+  hp = resolve(algorithm, rounds=4, client_epochs=1, sparsity=(
+      0.6 if 'sparsity' in registry.ALGORITHMS[algorithm].takes else None))
+  hp['algorithm'] = algorithm
+  process = registry.build(hp, model_fn, loss_fn=loss_fn, input_spec=SPEC,
+                           metrics_fn=metrics_fn, seed=1)
+  state = process.initialize()
+  out = process.next(state, DATA)
+  density = out.metrics['finalizer']['density']
+  assert density == pytest.approx(1.0 - hp['sparsity'], abs=0.01)
+  weights = process.get_model_weights(out.state)
+  assert all(np.all(np.isfinite(w)) for w in weights.trainable)

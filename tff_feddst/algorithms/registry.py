@@ -1,0 +1,266 @@
+"""Every algorithm the launcher offers, its hyperparameters, defaults and checks.
+
+The one home of the algorithm choice: `launchers/train.py` defines its
+algorithm flags from `OPTIONS`, validates them with `resolve` and records the
+result in hparams.json; `build` turns that record into the learning process;
+the benchmarks name algorithms and options through it. Adding an algorithm is
+one `AlgorithmConfig` in `ALGORITHMS` (plus its builder and tests).
+
+Imports no TensorFlow (the builders are imported by `build`), so a command
+line can print its help or refuse a bad flag at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+import dataclasses
+import importlib
+from typing import Any
+
+# Kept equal to the library's own tuples by tests/algorithms/test_registry.py
+# (importing them here would load TensorFlow).
+DISTRIBUTIONS = ('uniform', 'er', 'erk', 'feddst_erk')
+SCHEDULES = ('cosine', 'constant')
+UPLOAD_DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+class OptionError(ValueError):
+  """A hyperparameter value an algorithm refuses; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+  """One hyperparameter.
+
+  Attributes:
+    name: the builder/hparams key and, with '--', the launcher flag.
+    type: float, int, bool or str.
+    default: a value, or a function of the resolved context (the values
+      resolved so far plus `rounds` and the run-size defaults).
+    help: one line for --help.
+    check: True when a value is acceptable (given the context).
+    expected: what `check` wants, for the error message.
+    choices: allowed values of a str option.
+    off: the value recorded for algorithms that do not take it.
+  """
+  name: str
+  type: type
+  default: Any
+  help: str
+  check: Callable[[Any, Mapping[str, Any]], bool] = lambda v, ctx: True
+  expected: str = ''
+  choices: tuple[str, ...] | None = None
+  off: Any = None
+
+  def default_for(self, ctx: Mapping[str, Any]):
+    return self.default(ctx) if callable(self.default) else self.default
+
+
+def _within(lo, hi, *, lo_open=False, hi_open=False):
+  def check(v, ctx):
+    del ctx
+    return ((v > lo if lo_open else v >= lo) and
+            (hi is None or (v < hi if hi_open else v <= hi)))
+  return check
+
+
+def _final_sparsity_ok(v, ctx):
+  return v is None or ctx['sparsity'] <= v < 1.0
+
+
+def _after_epoch_ok(v, ctx):
+  return 1 <= v <= ctx['client_epochs']
+
+
+OPTIONS: dict[str, Option] = {o.name: o for o in (
+    # Client and server optimization (every algorithm).
+    Option('client_epochs', int, 10, 'E, local epochs per round.',
+           _within(1, None), '>= 1'),
+    Option('client_learning_rate', float, 0.01, 'Client SGD learning rate.',
+           _within(0, None, lo_open=True), '> 0'),
+    Option('client_momentum', float, 0.9, 'Client SGD momentum.',
+           _within(0, 1, hi_open=True), 'in [0, 1)'),
+    Option('client_weight_decay', float, 1e-3, 'Client L2 strength λ.',
+           _within(0, None), '>= 0'),
+    Option('server_learning_rate', float, 1.0,
+           'Server SGD learning rate (a server optimizer runs when it is not '
+           '1 or the server momentum is > 0).',
+           _within(0, None, lo_open=True), '> 0'),
+    Option('server_momentum', float, 0.0, 'Server SGD momentum.',
+           _within(0, 1, hi_open=True), 'in [0, 1)'),
+    Option('upload_dtype', str, 'float32',
+           'Type of the uploaded values (16 bits halve their bytes).',
+           choices=UPLOAD_DTYPES),
+    # Sparse algorithms.
+    Option('sparsity', float, 0.8, 'S, global sparsity of the prunable '
+           'kernels.', _within(0, 1, hi_open=True), 'in [0, 1)', off=0.0),
+    Option('sparsity_distribution', str, 'feddst_erk',
+           'How S is spread over layers.', choices=DISTRIBUTIONS),
+    Option('min_votes', int, 0, 'Client votes a weight needs to enter the '
+           'union mask.', _within(0, None), '>= 0'),
+    Option('final_sparsity', float, None,
+           'Target sparsity reached linearly by --readjustment_end_round; '
+           'default: constant --sparsity.', _final_sparsity_ok,
+           'in [--sparsity, 1): the server can only prune towards it'),
+    # Algorithms that readjust masks.
+    Option('readjustment_ratio', float, 0.05, 'α, fraction of live weights '
+           'readjusted.', _within(0, 1), 'in [0, 1]', off=0.0),
+    Option('rounds_between_readjustments', int,
+           lambda ctx: ctx['size']['rounds_between_readjustments'],
+           'R_adj.', _within(1, None), '>= 1'),
+    Option('readjustment_end_round', int, lambda ctx: ctx['rounds'] // 2,
+           'R_end, no readjustment from this round on; default rounds // 2, '
+           'as the reference.', _within(0, None), '>= 0'),
+    Option('readjustment_schedule', str, 'cosine', 'Decay of α over rounds.',
+           choices=SCHEDULES),
+    Option('readjust_after_epoch', int, lambda ctx: ctx['client_epochs'],
+           'k: clients readjust after local epoch k and train the remaining '
+           'epochs on the new mask; default: after the last epoch.',
+           _after_epoch_ok, 'in [1, --client_epochs]'),
+    Option('remember_old', bool, False,
+           "The server's mask decision counts a client's dropped weights with "
+           "the server's previous values (the reference's --remember-old)."),
+    # FedProx clients.
+    Option('prox_mu', float, 1.0, 'FedProx μ (the reference uses 1).',
+           _within(0, None, lo_open=True), '> 0', off=0.0),
+)}
+
+_SHARED = ('client_epochs', 'client_learning_rate', 'client_momentum',
+           'client_weight_decay', 'server_learning_rate', 'server_momentum',
+           'upload_dtype')
+_SPARSE = ('sparsity', 'sparsity_distribution', 'min_votes', 'final_sparsity')
+_READJUSTING = ('readjustment_ratio', 'rounds_between_readjustments',
+                'readjustment_end_round', 'readjustment_schedule',
+                'readjust_after_epoch', 'remember_old')
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmConfig:
+  """One algorithm: its builder, the options it takes, its own defaults.
+
+  Attributes:
+    name: the `--algorithm` value.
+    summary: one sentence for --help.
+    builder: 'module:function' of a builder taking `model_fn` and keyword
+      arguments (imported only by `build`).
+    options: the `OPTIONS` it takes besides the shared ones.
+    defaults: its own defaults, overriding the options'.
+    builder_args: fixed keyword arguments of the builder.
+  """
+  name: str
+  summary: str
+  builder: str
+  options: tuple[str, ...] = ()
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  builder_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def takes(self) -> tuple[str, ...]:
+    return _SHARED + self.options
+
+
+_FEDDST = 'tff_feddst.algorithms.feddst:build_weighted_feddst'
+_BASELINES = 'tff_feddst.algorithms.baselines'
+ALGORITHMS: dict[str, AlgorithmConfig] = {a.name: a for a in (
+    AlgorithmConfig('feddst', 'FedDST (Bibikar et al., AAAI 2022).', _FEDDST,
+                    _SPARSE + _READJUSTING),
+    AlgorithmConfig('fedavg', 'dense FedAvg.',
+                    f'{_BASELINES}:build_weighted_fed_avg'),
+    AlgorithmConfig('fedavgm', 'FedAvg with server momentum.',
+                    f'{_BASELINES}:build_weighted_fed_avg',
+                    defaults={'server_momentum': 0.9}),
+    AlgorithmConfig('fedprox', 'FedAvg with a proximal term.',
+                    f'{_BASELINES}:build_weighted_fed_avg', ('prox_mu',)),
+    AlgorithmConfig('random_mask', 'a fixed random-init magnitude mask.',
+                    f'{_BASELINES}:build_weighted_random_mask', _SPARSE),
+    AlgorithmConfig('feddst_prox', 'FedDST with FedProx clients.', _FEDDST,
+                    _SPARSE + _READJUSTING + ('prox_mu',)),
+    AlgorithmConfig('feddst_consensus',
+                    'FedDST whose server reserves a share of each '
+                    'readjustment for the weights most clients regrew '
+                    '(tff_feddst/sparsity/server_masks.py).', _FEDDST,
+                    _SPARSE + _READJUSTING,
+                    builder_args={'consensus_regrowth': True}),
+)}
+
+
+def resolve(algorithm: str, given: Mapping[str, Any], *,
+            rounds: int, size_defaults: Mapping[str, Any],
+            flag_prefix: str = '') -> dict[str, Any]:
+  """The effective hyperparameters of `algorithm` (defaults filled, checked).
+
+  Args:
+    algorithm: a key of `ALGORITHMS`.
+    given: option values the user set (None or absent: not set).
+    rounds: the run's rounds (for defaults such as R_end = rounds // 2).
+    size_defaults: run-size defaults (e.g. rounds_between_readjustments).
+    flag_prefix: put before option names in errors ('--' for flags).
+
+  Returns:
+    {option: value} for every option: the algorithm's own value, or the
+    option's `off` value when the algorithm does not take it.
+
+  Raises:
+    OptionError: an unknown algorithm, a value out of range, or an option set
+      for an algorithm that does not take it.
+  """
+  if algorithm not in ALGORITHMS:
+    raise OptionError(f'{flag_prefix}algorithm must be one of '
+                      f'{sorted(ALGORITHMS)}, got {algorithm!r}.')
+  config = ALGORITHMS[algorithm]
+  takes = set(config.takes)
+  for name, value in given.items():
+    if name not in OPTIONS:
+      raise OptionError(f'Unknown option {flag_prefix}{name}.')
+    if name not in takes and value not in (None, False, 0, 0.0):
+      users = '|'.join(a.name for a in ALGORITHMS.values()
+                       if name in a.takes)
+      raise OptionError(f'{flag_prefix}{name} applies only to '
+                        f'{flag_prefix}algorithm {users}; '
+                        f'{algorithm} does not take it.')
+  ctx: dict[str, Any] = {'rounds': rounds, 'size': dict(size_defaults)}
+  resolved: dict[str, Any] = {}
+  for name, option in OPTIONS.items():  # In order: defaults may use earlier.
+    if name not in takes:
+      resolved[name] = option.off
+      continue
+    value = given.get(name)
+    if value is None:
+      value = config.defaults.get(name, option.default_for(ctx))
+    if option.choices is not None and value not in option.choices:
+      raise OptionError(f'{flag_prefix}{name} must be one of '
+                        f'{list(option.choices)}, got {value!r}.')
+    if value is not None and not option.check(value, ctx):
+      raise OptionError(f'{flag_prefix}{name} must be '
+                        f'{option.expected.replace("--", flag_prefix)}, got '
+                        f'{value!r}.')
+    resolved[name] = value
+    ctx[name] = value
+  return resolved
+
+
+def _import(path: str) -> Callable:
+  module, function = path.split(':')
+  return getattr(importlib.import_module(module), function)
+
+
+def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
+          metrics_fn=None, seed: int | None = None):
+  """The learning process that `hparams` (from `resolve`) describes."""
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  config = ALGORITHMS[hparams['algorithm']]
+  kwargs = dict(config.builder_args)
+  kwargs.update(
+      loss_fn=loss_fn, input_spec=input_spec, metrics_fn=metrics_fn,
+      seed=seed,
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(
+          hparams['client_learning_rate'], momentum=hparams['client_momentum']),
+      client_epochs=hparams['client_epochs'],
+      client_weight_decay=hparams['client_weight_decay'],
+      upload_dtype=hparams['upload_dtype'])
+  if hparams['server_momentum'] > 0 or hparams['server_learning_rate'] != 1.0:
+    kwargs['server_optimizer_fn'] = tff.learning.optimizers.build_sgdm(
+        hparams['server_learning_rate'], momentum=hparams['server_momentum'])
+  for name in config.options:
+    kwargs[name] = hparams[name]
+  return _import(config.builder)(model_fn, **kwargs)
