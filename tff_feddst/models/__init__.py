@@ -20,3 +20,6 @@ from tff_feddst.models.zoo import get_model_fn
 from tff_feddst.models.zoo import mlp
 from tff_feddst.models.zoo import mnist_cnn
 from tff_feddst.models.zoo import MODELS
+from tff_feddst.models.warm_start import copy_weights
+from tff_feddst.models.warm_start import IncompatibleModelError
+from tff_feddst.models.warm_start import load_keras_model
