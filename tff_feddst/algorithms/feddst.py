@@ -162,6 +162,7 @@ def build_feddst_components(
     upload_dtype: str = 'float32',
     final_sparsity: float | None = None,
     consensus_regrowth: bool = False,
+    initial_weights: Any = None,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
 ) -> FedDSTComponents:
@@ -214,6 +215,10 @@ def build_feddst_components(
     consensus_regrowth: this project's server rule: on readjusting rounds the
       server reserves floor(α_r · live) slots per layer for weights the
       clients regrew, ranked by their votes (`sparsity.server_masks`).
+    initial_weights: start from a trained model: a Keras model with the
+      architecture `model_fn` builds, or its `get_weights()` arrays. The
+      initial masks are the magnitude pruning of these weights. None: the
+      random init (seeded by `seed`).
     loop_implementation: the local training loop (`tff.learning`).
   """
   _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
