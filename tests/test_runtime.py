@@ -85,6 +85,73 @@ def test_worker_dies_when_parent_is_killed(sig):
     proc.kill()
 
 
+# A script as a tff.learning user writes it: no `runtime.ensure_runtime()`.
+# It writes the pids of its worker_binary children, then dies on an exception
+# (atexit hooks run) or on SIGKILL (nothing runs).
+NO_ENSURE_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    import tensorflow as tf
+    import tensorflow_federated as tff
+    from tff_feddst import algorithms, data, models
+
+    fed = data.build_federated_data(data.load_digits(), num_clients=4, seed=0)
+    clients = [data.preprocess(fed.train.create_tf_dataset_for_client(c),
+                               batch_size=32) for c in fed.client_ids[:2]]
+    process = algorithms.build_weighted_fed_avg(
+        models.get_model_fn('mlp', (8, 8, 1), 10),
+        loss_fn=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        input_spec=clients[0].element_spec,
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1))
+    process.next(process.initialize(), clients)
+
+    def children():
+      for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+          stat = open(f'/proc/{pid}/stat').read()
+          cmdline = open(f'/proc/{pid}/cmdline', 'rb').read()
+        except OSError:
+          continue
+        if (int(stat.rsplit(')', 1)[1].split()[1]) == os.getpid() and
+            b'worker_binary' in cmdline):
+          yield pid
+
+    workers = ' '.join(children())
+    open(sys.argv[1], 'w').write(workers)
+    print('workers', workers, flush=True)
+    if sys.argv[2] == 'sigkill':
+      os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError('boom')
+""")
+
+
+@pytest.mark.parametrize('ending', ['exception', 'sigkill'])
+def test_script_without_ensure_runtime_leaves_no_worker(tmp_path, ending):
+  pid_file = tmp_path / 'workers'
+  proc = subprocess.Popen([sys.executable, '-c', NO_ENSURE_CHILD, pid_file,
+                           ending],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=_env())
+  try:
+    # EOF on the pipe: no worker holds the script's stdout after it died.
+    out, err = proc.communicate(timeout=180)
+  except subprocess.TimeoutExpired:
+    workers = pid_file.read_text().split() if pid_file.exists() else []
+    for pid in workers:  # The leaked workers this test's child started.
+      os.kill(int(pid), signal.SIGKILL)
+    proc.kill()
+    proc.communicate()  # Returns now that nobody else holds the pipes.
+    pytest.fail(f'the pipe stayed open after the script ended (workers '
+                f'{workers} outlived it)')
+  if ending == 'exception':
+    assert proc.returncode == 1 and 'RuntimeError: boom' in err, err[-3000:]
+  else:
+    assert proc.returncode == -signal.SIGKILL, err[-3000:]
+  workers = [int(pid) for pid in pid_file.read_text().split()]
+  assert workers, out  # The script did run on a worker.
+  for pid in workers:
+    assert _wait_gone(pid), f'worker_binary {pid} outlived its script'
+
+
 def test_pytest_session_leaves_no_worker(tmp_path):
   test_file = tmp_path / 'test_inner.py'
   pid_file = tmp_path / 'pid'

@@ -12,6 +12,10 @@ worker itself, so that it can guarantee the worker's end:
   exception;
 * its stdout/stderr go to a log file or `/dev/null`, never to ours.
 
+The library's process builders call `own_default_context()`, so a script
+that never calls `ensure_runtime()` runs on such a worker too, instead of the
+one TFF's import-time default context would start.
+
 The same `Runtime` connects to already-running remote workers given as
 `host:port` addresses; with several workers a round's clients are split across
 them through TFF's mergeable execution context.
@@ -29,11 +33,15 @@ import signal
 import socket
 import subprocess
 import threading
+import weakref
 from collections.abc import Sequence
 
 from absl import logging
 import grpc
 import tensorflow_federated as tff
+# pylint: disable=g-direct-tensorflow-import
+from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+# pylint: enable=g-direct-tensorflow-import
 
 _PR_SET_PDEATHSIG = 1
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
@@ -254,6 +262,28 @@ def ensure_runtime(workers: Sequence[str] = (), **kwargs) -> Runtime:
   else:  # Another Runtime may have taken over the default context meanwhile.
     tff.framework.set_default_context(_DEFAULT.context)
   return _DEFAULT
+
+
+# The default context TFF set when it was imported (before this module). It
+# starts TFF's own worker_binary on first use, which outlives Python (see the
+# module doc). A weak reference: holding it would keep TFF's context alive
+# into interpreter teardown (see `_drop_tff_default_context`).
+_TFF_IMPORT_CONTEXT = weakref.ref(tff.framework.get_context_stack().current)
+
+
+def own_default_context() -> None:
+  """Starts the process-wide runtime unless the user chose a context.
+
+  Called by the library whenever it builds a process, so that running it
+  never starts TFF's import-time worker, which a script ending on an exception
+  leaves running (holding the script's stdout). The runtime is started when
+  the default context is TFF's import-time one, or none (after `shutdown()`);
+  any other context (a `Runtime`, a TFF test context, ...) is left in place.
+  """
+  current = tff.framework.get_context_stack().current
+  if (current is _TFF_IMPORT_CONTEXT() or
+      isinstance(current, runtime_error_context.RuntimeErrorContext)):
+    ensure_runtime()
 
 
 def shutdown() -> None:

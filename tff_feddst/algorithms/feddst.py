@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import models as models_lib
+from tff_feddst import runtime
 from tff_feddst import sparse as sparse_lib
 from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.aggregators import masked_mean
@@ -235,6 +236,7 @@ def build_feddst_components(
     raise TypeError('client_optimizer_fn is required.')
   server_optimizer = _optimizer(server_optimizer_fn, 'server_optimizer_fn')
   _loss(loss_fn)  # Fail early on a bad loss.
+  runtime.own_default_context()  # Our worker, not TFF's (it outlives Python).
 
   # Initial weights, computed eagerly once so that `seed` fixes them.
   if seed is not None:
