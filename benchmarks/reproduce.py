@@ -15,7 +15,6 @@ Data: `apt-get install dataset-fashion-mnist` (or --data_dir).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -25,6 +24,8 @@ from absl import app
 from absl import flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+from benchmarks import report_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _ROOT = flags.DEFINE_string('root_dir', '/var/tmp/tff_feddst/reproduce',
                             'One run directory per algorithm below this.')
@@ -45,7 +46,7 @@ _AT_ROUNDS = (50, 100, 150)
 _TAIL_FROM = 101
 # Differences within this are called level in the verdicts.
 _LEVEL = 0.01
-NOTES_MARKER = '<!-- Everything below this line is kept by --report. -->'
+NOTES_MARKER = report_lib.NOTES_MARKER
 
 PAPER = ['--dataset=fashion_mnist', '--total_clients=400', '--beta=0.1',
          '--clients_per_round=20', '--client_epochs=10', '--batch_size=32',
@@ -84,16 +85,10 @@ def command(algorithm: str) -> list[str]:
 
 
 def read_rows(algorithm: str) -> list[dict]:
-  path = os.path.join(run_dir(algorithm), 'results', 'metrics.csv')
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return list(csv.DictReader(f))
+  return report_lib.read_rows(run_dir(algorithm))
 
 
-def _f(row, key):
-  value = row.get(key, '')
-  return float(value) if value not in ('', None) else None
+_f = report_lib.value
 
 
 def summarize(algorithm: str) -> dict | None:
@@ -128,10 +123,7 @@ def summarize(algorithm: str) -> dict | None:
   return out
 
 
-def _fmt(v):
-  if v is None:
-    return '—'
-  return f'{v:.3f}' if isinstance(v, float) else str(v)
+_fmt = report_lib.fmt
 
 
 _UPLOAD_POINTS = [f'acc@{mb}MB' for mb in _BUDGETS_MB]
@@ -191,14 +183,6 @@ def verdicts(summaries: list[dict]) -> list[str]:
   return lines
 
 
-def _kept_notes(path: str) -> str:
-  if not os.path.exists(path):
-    return ''
-  with open(path) as f:
-    text = f.read()
-  return text.split(NOTES_MARKER, 1)[1] if NOTES_MARKER in text else ''
-
-
 def report() -> None:
   """Writes docs/results.md (tables, status, commands) and the plots."""
   summaries = [s for s in map(summarize, _ALGORITHMS.value) if s]
@@ -255,12 +239,8 @@ Commands (each resumes from its checkpoints; `benchmarks/reproduce.py` runs them
 {commands}
 ```
 
-{NOTES_MARKER}"""
-  path = os.path.join(_DOCS.value, 'results.md')
-  text += _kept_notes(path)
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
+"""
+  text = report_lib.write_doc(os.path.join(_DOCS.value, 'results.md'), text)
   with open(os.path.join(_DOCS.value, 'results_summary.json'), 'w') as f:
     json.dump(summaries, f, indent=1)
   print(text)
