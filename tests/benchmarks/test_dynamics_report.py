@@ -1,0 +1,62 @@
+"""benchmarks/dynamics.py --report against hand-made runs: the tail mean, the
+differences to RandomMask and FedAvg, turnover, Jaccard, kept notes. (A child
+process: the script's absl flags would clash with the in-process launchers.)"""
+
+import csv
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+REPO = Path(__file__).resolve().parents[2]
+DYNAMICS = REPO / 'benchmarks' / 'dynamics.py'
+MARKER = '<!-- Everything below this line is kept by --report. -->'
+COLUMNS = ['round', 'round/cumulative_uplink_bytes', 'round/readjusted',
+           'finalizer/mask_turnover', 'finalizer/client_mask_jaccard',
+           'test/client_mean_accuracy', 'test/accuracy']
+
+
+def write_run(root, variant, accuracy_at, turnover):
+  run = Path(root) / 's95_seed0' / variant
+  (run / 'results').mkdir(parents=True)
+  (run / 'hparams.json').write_text(json.dumps(dict(algorithm=variant)))
+  with open(run / 'results' / 'metrics.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, COLUMNS)
+    writer.writeheader()
+    for r in range(1, 151):
+      readjusted = int(r % 10 == 2 and r < 76)
+      acc = accuracy_at(r) if r % 5 == 0 else ''
+      writer.writerow({
+          'round': r, 'round/cumulative_uplink_bytes': r * 1.0e6,
+          'round/readjusted': readjusted,
+          'finalizer/mask_turnover': turnover * r / 150,
+          'finalizer/client_mask_jaccard': 0.5 if readjusted else 1.0,
+          'test/client_mean_accuracy': acc, 'test/accuracy': acc})
+
+
+def test_report_tables_and_kept_notes(tmp_path):
+  root, docs = tmp_path / 'runs', tmp_path / 'docs'
+  write_run(root, 'random_mask', lambda r: 0.5, 0.0)
+  write_run(root, 'consensus', lambda r: 0.5 + (0.1 if r > 100 else 0), 0.3)
+  docs.mkdir()
+  (docs / 'dynamics.md').write_text(f'old\n{MARKER}\n\n## Findings\nkeep me\n')
+  proc = subprocess.run(
+      [sys.executable, str(DYNAMICS), '--report', f'--root_dir={root}',
+       f'--docs_dir={docs}', '--settings=s95_seed0',
+       '--variants=random_mask,consensus'],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  text = (docs / 'dynamics.md').read_text()
+  assert text.count(MARKER) == 1 and text.endswith('## Findings\nkeep me\n')
+  rows = {}
+  for line in text.splitlines():  # The first table's rows.
+    name = line.split(' | ')[0].strip('| ')
+    if name in ('consensus', 'random_mask') and name not in rows:
+      rows[name] = line.split(' | ')
+  # variant | rounds | acc@50 | acc@100 | acc@200 | tail | turnover | J | MB
+  assert rows['consensus'][5] == '0.600'    # mean of rounds 105..150
+  assert rows['consensus'][6] == '0.300'    # final turnover
+  assert rows['consensus'][7] == '0.500'    # Jaccard on readjusting rounds
+  assert rows['consensus'][2] == '0.500'    # best within 50 MB (round 50)
+  assert '| consensus | +0.100 | — |' in text  # minus RandomMask, no FedAvg
+  assert (docs / 'dynamics' / 's95_seed0' / 'accuracy_vs_uplink.png').exists()
