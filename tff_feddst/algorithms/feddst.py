@@ -241,7 +241,10 @@ def build_feddst_components(
   # Initial weights, computed eagerly once so that `seed` fixes them.
   if seed is not None:
     tf.keras.utils.set_random_seed(seed)
-  initial_model = models_lib.make_prunable(model_fn())
+  plain_model = model_fn()
+  if initial_weights is not None:
+    models_lib.copy_weights(plain_model, initial_weights)
+  initial_model = models_lib.make_prunable(plain_model)
   _check_input_spec(input_spec, initial_model)
   models_lib.apply_initial_masks(initial_model, sparsity, sparsity_distribution)
   layout = layout_lib.build_layout(initial_model, sparsity, sparsity_distribution)
