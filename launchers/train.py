@@ -144,6 +144,10 @@ flags.DEFINE_integer('checkpoint_every', 10, 'Checkpoint every N rounds (and '
 flags.DEFINE_float('upload_cap_mb', None, 'Stop after the first round whose '
                    'cumulative uplink reaches this many MB (10**6 bytes), '
                    'or after --rounds, whichever comes first.')
+flags.DEFINE_string('init_from', None,
+                    'Start from a trained model (a SavedModel directory or a '
+                    '.keras/.h5 file with the architecture of --model): its '
+                    'weights, magnitude-pruned to the initial masks.')
 flags.DEFINE_list('workers', [], 'TFF workers as host:port,host:port; '
                   'default: one local worker.')
 
@@ -224,6 +228,7 @@ def resolve_hparams() -> dict:
       rounds=rounds,
       batch_size=FLAGS.batch_size,
       seed=FLAGS.seed,
+      init_from=FLAGS.init_from,
       workers=list(FLAGS.workers),
   )
   hp.update(algorithm_hparams(
@@ -260,12 +265,13 @@ def _first_clients(federated, count: int):
                              test=restrict(federated.test))
 
 
-def build_process(hp: dict, model_fn, loss_fn, input_spec):
+def build_process(hp: dict, model_fn, loss_fn, input_spec, *,
+                  initial_weights=None):
   """The learning process that `hp` describes (`registry.build`)."""
   return registry.build(
       hp, model_fn, loss_fn=loss_fn, input_spec=input_spec,
       metrics_fn=lambda: [tf.keras.metrics.SparseCategoricalAccuracy()],
-      seed=hp['seed'])
+      seed=hp['seed'], initial_weights=initial_weights)
 
 
 def loss_fn() -> tf.keras.losses.Loss:
@@ -329,10 +335,17 @@ def _run(hp: dict, config: program.TrainConfig) -> program.TrainResult:
   except ValueError as e:
     sys.exit(f'train.py: error: --model={hp["model"]} does not fit '
              f'{hp["dataset"]} inputs of shape {federated.input_shape}: {e}')
+  initial_weights = None
+  if hp['init_from']:
+    try:
+      initial_weights = models_lib.load_keras_model(hp['init_from'])
+      models_lib.copy_weights(model_fn(), initial_weights)  # Fits --model?
+    except (OSError, models_lib.IncompatibleModelError) as e:
+      sys.exit(f'train.py: error: --init_from={hp["init_from"]}: {e}')
   try:
     tff_runtime = runtime.ensure_runtime(hp['workers'])
     process = build_process(hp, model_fn, loss_fn, program.batch_input_spec(
-        federated, hp['batch_size']))
+        federated, hp['batch_size']), initial_weights=initial_weights)
     return program.train(process, federated, config, model_fn=model_fn,
                          loss_fn=loss_fn, hparams=hp, tff_runtime=tff_runtime)
   finally:

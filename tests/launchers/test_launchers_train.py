@@ -45,7 +45,13 @@ def test_run_writes_csv_tensorboard_checkpoints_and_weights(launcher_runs):
   assert list(paths.logdir.glob('events.out.tfevents.*'))
   assert (paths.checkpoints / 'program_state_6' / 'saved_model.pb').exists()
   hparams = program.read_hparams(launcher_runs.full_dir)
-  assert hparams['algorithm'] == 'feddst' and hparams['sparsity'] == 0.8
+  assert hparams['algorithm'] == 'feddst_consensus'
+  assert hparams['sparsity'] == 0.8 and hparams['final_sparsity'] == 0.85
+  assert hparams['remember_old'] and hparams['readjust_after_epoch'] == 1
+  rows = read_rows(launcher_runs.full_dir)
+  # The new options act: the global mask turns over and gets sparser.
+  assert float(rows[-1]['finalizer/mask_turnover']) > 0
+  assert float(rows[-1]['density/total']) < float(rows[0]['density/total'])
   assert hparams['readjustment_end_round'] == 6 and hparams['rounds'] == 6
   assert paths.model_weights.exists()
   log = launcher_runs.full.stderr

@@ -245,8 +245,11 @@ def _import(path: str) -> Callable:
 
 
 def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
-          metrics_fn=None, seed: int | None = None):
-  """The learning process that `hparams` (from `resolve`) describes."""
+          metrics_fn=None, seed: int | None = None, initial_weights=None):
+  """The learning process that `hparams` (from `resolve`) describes.
+
+  `initial_weights` (a Keras model or its weight arrays) warm-starts it.
+  """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   config = ALGORITHMS[hparams['algorithm']]
   kwargs = dict(config.builder_args)
@@ -257,7 +260,7 @@ def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
           hparams['client_learning_rate'], momentum=hparams['client_momentum']),
       client_epochs=hparams['client_epochs'],
       client_weight_decay=hparams['client_weight_decay'],
-      upload_dtype=hparams['upload_dtype'])
+      upload_dtype=hparams['upload_dtype'], initial_weights=initial_weights)
   if hparams['server_momentum'] > 0 or hparams['server_learning_rate'] != 1.0:
     kwargs['server_optimizer_fn'] = tff.learning.optimizers.build_sgdm(
         hparams['server_learning_rate'], momentum=hparams['server_momentum'])
