@@ -30,6 +30,11 @@ from tff_feddst.data.sources import (
     make_synthetic,
     read_idx,
 )
+from tff_feddst.data.tfrecord import (
+    FeatureSpec,
+    load_tfrecord,
+    write_tfrecord,
+)
 
 __all__ = [
     'CentralizedData',
@@ -38,6 +43,7 @@ __all__ = [
     'DEBIAN_FASHION_MNIST_DIR',
     'DatasetNotFoundError',
     'EMNIST_FILENAME',
+    'FeatureSpec',
     'FederatedData',
     'PARTITIONS',
     'Partition',
@@ -53,7 +59,9 @@ __all__ = [
     'load_emnist',
     'load_fashion_mnist',
     'load_mnist',
+    'load_tfrecord',
     'make_synthetic',
     'preprocess',
     'read_idx',
+    'write_tfrecord',
 ]
