@@ -4,7 +4,11 @@ One tiny FedDST process (mlp on digits, 10 clients) serves every test.
 """
 
 import csv
+import fcntl
+import os
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -60,6 +64,28 @@ def run(setup, cfg, hparams=HPARAMS):
 def read_csv(root_dir):
   with open(program.RunPaths.of(root_dir).metrics_csv, newline='') as f:
     return list(csv.DictReader(f))
+
+
+def without_wall_clock(rows):
+  return [{k: v for k, v in row.items() if not k.startswith('time/')}
+          for row in rows]
+
+
+def assert_same_weights(result, other):
+  for a, b in zip(setup_weights(result), setup_weights(other)):
+    np.testing.assert_array_equal(a, b)
+
+
+def checkpoint_dirs(root_dir):
+  return sorted(p.name for p in program.RunPaths.of(root_dir).checkpoints
+                .iterdir())
+
+
+def send_and_wait(signum):
+  """Sends `signum` to this process; the handler runs within the sleeps."""
+  os.kill(os.getpid(), signum)
+  for _ in range(200):
+    time.sleep(0.005)
 
 
 @pytest.fixture(scope='module')
@@ -216,3 +242,115 @@ def test_run_hparams_merges_and_refuses_contradictions(tmp_path):
   assert 'root_dir' not in merged
   with pytest.raises(ValueError, match='seed'):
     program.run_hparams(config(tmp_path), {'seed': 2})
+
+
+def test_sigterm_stops_between_rounds_and_resume_equals_uninterrupted(
+    setup, reference_run, tmp_path):
+  before = signal.getsignal(signal.SIGTERM)
+
+  def after_checkpoint(round_num):
+    if round_num == 2:
+      send_and_wait(signal.SIGTERM)
+
+  with pytest.raises(program.TrainingInterrupted) as info:
+    federated, model_fn, process = setup
+    program.train(process, federated, config(tmp_path, checkpoint_every=1),
+                  model_fn=model_fn, loss_fn=loss_fn, hparams=HPARAMS,
+                  after_checkpoint=after_checkpoint)
+  e = info.value
+  assert (e.signum, e.exit_code) == (signal.SIGTERM, 143)
+  assert (e.where, e.last_checkpoint) == ('after round 2', 2)
+  assert str(e) == ('Interrupted after round 2; the last checkpoint is round '
+                    '2 — train again with the same root directory to resume.')
+  assert e.explain('run the same command').endswith(
+      '— run the same command to resume.')
+  assert signal.getsignal(signal.SIGTERM) is before
+  assert [r['round'] for r in read_csv(tmp_path)] == ['1', '2']
+
+  result = run(setup, config(tmp_path, checkpoint_every=1))
+  assert without_wall_clock(read_csv(tmp_path)) == without_wall_clock(
+      read_csv(reference_run[0]))
+  assert_same_weights(result, reference_run[1])
+
+
+def test_signal_during_checkpoint_waits_for_the_save(setup, tmp_path,
+                                                     monkeypatch):
+  save = train_loop.save_model_weights
+
+  def save_after_a_signal(path, weights, round_num):
+    if round_num == 2:  # The state is saved; the weights come next.
+      send_and_wait(signal.SIGINT)
+    save(path, weights, round_num)
+
+  monkeypatch.setattr(train_loop, 'save_model_weights', save_after_a_signal)
+  with pytest.raises(program.TrainingInterrupted) as info:
+    run(setup, config(tmp_path, checkpoint_every=1))
+  e = info.value
+  assert (e.signum, e.exit_code) == (signal.SIGINT, 130)
+  assert (e.where, e.last_checkpoint) == ('after round 2', 2)
+  # The checkpoint went through entirely: state and weights of round 2.
+  assert program.load_model_weights(tmp_path)[1] == 2
+  assert checkpoint_dirs(tmp_path) == ['program_state_1', 'program_state_2']
+  assert [r['round'] for r in read_csv(tmp_path)] == ['1', '2']
+
+
+def test_directory_in_use_is_refused_before_writing(setup, tmp_path):
+  # Another holder: a flock on its own open file (flock is per open file).
+  run_paths = program.RunPaths.of(tmp_path)
+  with open(run_paths.lock, 'w') as f:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    f.write('4242 elsewhere\n')
+    f.flush()
+    with pytest.raises(program.RunDirectoryInUseError,
+                       match=f'{tmp_path} is in use by process 4242 on host '
+                             'elsewhere'):
+      run(setup, config(tmp_path))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['.lock']
+
+
+def _truncate_checkpoint(root_dir, version):
+  """Halves the variables of checkpoint `version`, as a crash mid-write does."""
+  variables = (program.RunPaths.of(root_dir).checkpoints /
+               f'program_state_{version}' / 'variables')
+  for path in variables.glob('variables.data-*'):
+    with open(path, 'r+b') as f:
+      f.truncate(path.stat().st_size // 2)
+
+
+def test_damaged_latest_checkpoint_resumes_from_the_one_before(
+    setup, reference_run, tmp_path, caplog):
+  run(setup, config(tmp_path, checkpoint_every=1))
+  assert checkpoint_dirs(tmp_path) == [
+      'program_state_1', 'program_state_2', 'program_state_3']
+  # A crash during the save of round 3 after a bad write of round 2.
+  checkpoints = program.RunPaths.of(tmp_path).checkpoints
+  shutil.rmtree(checkpoints / 'program_state_3')
+  _truncate_checkpoint(tmp_path, 2)
+
+  result = run(setup, config(tmp_path, checkpoint_every=1))
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == 'WARNING' and 'damaged' in r.getMessage()]
+  assert len(warnings) == 1 and 'program_state_2' in warnings[0], warnings
+  assert 'round 1' in warnings[0]
+  assert result.rounds_completed == 3
+  assert without_wall_clock(read_csv(tmp_path)) == without_wall_clock(
+      read_csv(reference_run[0]))
+  assert_same_weights(result, reference_run[1])
+  assert program.load_model_weights(tmp_path)[1] == 3
+  # The damaged one is kept aside; the rounds after 1 were saved anew.
+  assert checkpoint_dirs(tmp_path) == [
+      'damaged_program_state_2', 'program_state_1', 'program_state_2',
+      'program_state_3']
+
+
+def test_no_loadable_checkpoint_is_one_clear_error(setup, tmp_path):
+  run(setup, config(tmp_path, rounds=2, checkpoint_every=1))
+  for version in (1, 2):
+    _truncate_checkpoint(tmp_path, version)
+  checkpoints = program.RunPaths.of(tmp_path).checkpoints
+  with pytest.raises(program.NoUsableCheckpointError,
+                     match=f'None of the 2 checkpoints in {checkpoints} loads'):
+    run(setup, config(tmp_path, rounds=3, checkpoint_every=1))
+  # Nothing was moved or written: the user decides.
+  assert checkpoint_dirs(tmp_path) == ['program_state_1', 'program_state_2']
+  assert [r['round'] for r in read_csv(tmp_path)] == ['1', '2']
