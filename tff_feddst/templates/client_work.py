@@ -177,6 +177,35 @@ def _build_client_update(models_fn, layout: ModelLayout,
     return [tf.identity(remasked[i]) if i in remasked else None
             for i in range(len(trainable))]
 
+  def tagged_epochs(data):
+    # One pipeline for all E epochs, each batch tagged with its epoch: two
+    # loops over the data (epochs 1..k, then k+1..E) were not reproducible in
+    # TFF's worker: the second loop's shuffle seed was drawn in a race.
+    return tf.data.Dataset.range(epochs).flat_map(
+        lambda e: data.map(lambda batch: (e, batch)))
+
+  def readjust_within_fn(global_trainable, readjust, fraction):
+    """Epochs 1..k, the readjustment, then epochs k+1..E on the new mask.
+
+    The optimizer state carries over, as in the reference's client. The
+    masks are read every step, as they change within the loop.
+    """
+    def reduce_fn(state, element):
+      epoch, batch = element
+      *train_state, done = state
+      if memory.n:
+        def readjust_now():
+          readjust_masks(train_state[2], fraction)
+          return tf.constant(True)
+        now = tf.logical_and(tf.logical_and(readjust, tf.logical_not(done)),
+                             epoch >= after_epoch)
+        done = tf.cond(now, readjust_now, lambda: done)
+      step = masked_step_fn(global_trainable, current_step_masks(),
+                            remember=memory.n > 0)
+      return tuple(step(tuple(train_state), batch)) + (done,)
+
+    return reduce_fn
+
   def readjust_masks(recent, fraction):
     for k, m, g in zip(kernel_vars, mask_vars, memory.summed(recent)):
       result = sparsity_lib.readjust(k, g, m, fraction)
@@ -200,17 +229,16 @@ def _build_client_update(models_fn, layout: ModelLayout,
       return (tf.constant(0, tf.int64), optimizer.initialize(specs),
               memory.initial())
 
-    # Epochs 1..k, the readjustment, then epochs k+1..E on the new mask (the
-    # optimizer state carries over, as in the reference's client).
-    state = loop(masked_step_fn(global_trainable, current_step_masks(),
-                                remember=memory.n > 0),
-                 data.repeat(after_epoch), initial_state)
-    if memory.n and readjust:
-      readjust_masks(state[2], fraction)
-    if after_epoch < epochs:
+    if after_epoch == epochs:
       state = loop(masked_step_fn(global_trainable, current_step_masks(),
-                                  remember=False),
-                   data.repeat(epochs - after_epoch), lambda: state)
+                                  remember=memory.n > 0),
+                   data.repeat(epochs), initial_state)
+      if memory.n and readjust:
+        readjust_masks(state[2], fraction)
+    else:
+      state = loop(readjust_within_fn(global_trainable, readjust, fraction),
+                   tagged_epochs(data),
+                   lambda: initial_state() + (tf.constant(False),))
     num_examples = state[0]
 
     hamming = tf.add_n([sparsity_lib.hamming_distance(m, r) for m, r in
