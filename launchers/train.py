@@ -29,6 +29,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
+import json
 import re
 import sys
 
@@ -46,7 +47,12 @@ from tff_feddst import runtime
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
-DATASETS = tuple(data_lib.DATASET_NAMES) + ('emnist',)
+DATASETS = tuple(data_lib.DATASET_NAMES) + ('emnist', 'tfrecord')
+# Datasets whose clients are given, not partitioned by us.
+_FEDERATED_DATASETS = ('emnist', 'tfrecord')
+# --model default for --dataset=tfrecord, by the input shape in its spec.
+_MODEL_BY_SHAPE = {(8, 8, 1): 'digits_cnn', (28, 28, 1): 'mnist_cnn',
+                   (32, 32, 3): 'cifar_cnn'}
 _DEMO_DATASETS = ('digits', 'synthetic')
 DEFAULT_MODELS = {
     'digits': 'digits_cnn', 'synthetic': 'mnist_cnn', 'mnist': 'mnist_cnn',
@@ -103,8 +109,10 @@ for _option in registry.OPTIONS.values():
   _define_option(_option)
 # Data and model.
 flags.DEFINE_enum('dataset', 'digits', DATASETS,
-                  'digits and synthetic are embedded (no files); the others '
-                  'are read from --data_dir or the usual cache places.')
+                  'digits and synthetic are embedded (no files); tfrecord '
+                  'reads your own clients from --data_dir (written like '
+                  'launchers/write_tfrecords.py does); the others are read '
+                  'from --data_dir or the usual cache places.')
 flags.DEFINE_string('data_dir', None, 'Directory holding the dataset files '
                     '(for emnist: the directory of emnist_all.sqlite, default '
                     '~/.tff).')
@@ -165,6 +173,14 @@ def _register_validators() -> None:
       message='--workers must be a comma-separated list of host:port.')
 
   @flags.multi_flags_validator(
+      ['dataset', 'data_dir'],
+      message='--dataset=tfrecord needs --data_dir (the directory written by '
+              'launchers/write_tfrecords.py: feature_spec.json, train/, '
+              'test/).')
+  def _tfrecord(values):  # pylint: disable=unused-variable
+    return values['dataset'] != 'tfrecord' or bool(values['data_dir'])
+
+  @flags.multi_flags_validator(
       ['clients_per_round', 'total_clients', 'dataset'],
       message='--clients_per_round must be <= --total_clients.')
   def _clients(values):  # pylint: disable=unused-variable
@@ -172,7 +188,7 @@ def _register_validators() -> None:
     per_round = values['clients_per_round'] or SIZE_DEFAULTS[size][
         'clients_per_round']
     total = values['total_clients']
-    if total is None and values['dataset'] != 'emnist':
+    if total is None and values['dataset'] not in _FEDERATED_DATASETS:
       total = SIZE_DEFAULTS[size]['total_clients']
     return total is None or per_round <= total
 
@@ -211,12 +227,12 @@ def resolve_hparams() -> dict:
     return size[name] if value is None else value
 
   rounds = sized('rounds')
-  emnist = FLAGS.dataset == 'emnist'
+  emnist = FLAGS.dataset in _FEDERATED_DATASETS  # Clients are given.
   hp = dict(
       algorithm=FLAGS.algorithm,
       dataset=FLAGS.dataset,
       data_dir=FLAGS.data_dir,
-      model=FLAGS.model or DEFAULT_MODELS[FLAGS.dataset],
+      model=FLAGS.model or _default_model(),
       partition=None if emnist else FLAGS.partition,
       beta=FLAGS.beta if FLAGS.partition == 'dirichlet' and not emnist else None,
       classes_per_client=(FLAGS.classes_per_client
@@ -237,8 +253,29 @@ def resolve_hparams() -> dict:
   return hp
 
 
+def _default_model() -> str:
+  if FLAGS.dataset != 'tfrecord':
+    return DEFAULT_MODELS[FLAGS.dataset]
+  spec_path = os.path.join(FLAGS.data_dir, 'feature_spec.json')
+  try:
+    with open(spec_path, encoding='utf-8') as f:
+      shape = tuple(json.load(f)['input_shape'])
+  except (OSError, ValueError, KeyError, TypeError):
+    shape = None  # load_tfrecord names what is wrong with the spec.
+  if shape not in _MODEL_BY_SHAPE:
+    sys.exit(f'train.py: error: --dataset=tfrecord needs --model (no default '
+             f'for inputs of shape {shape} in {spec_path}).')
+  return _MODEL_BY_SHAPE[shape]
+
+
 def load_federated_data(hp: dict) -> data_lib.FederatedData:
   """Loads and partitions the dataset named in `hp`."""
+  if hp['dataset'] == 'tfrecord':
+    federated = data_lib.load_tfrecord(hp['data_dir'],
+                                       min_examples=hp['min_examples'])
+    if hp['total_clients'] is not None:
+      federated = _first_clients(federated, hp['total_clients'])
+    return federated
   if hp['dataset'] == 'emnist':
     federated = data_lib.load_emnist(hp['data_dir'],
                                      min_examples=hp['min_examples'])
@@ -300,12 +337,10 @@ def main(argv):
       with program.hold_run_directory(root_dir):
         result = _run(hp, config)
   except program.TrainingInterrupted as e:
-    print(e.explain('run the same command'), file=sys.stderr)
-    sys.exit(e.exit_code)
+    _exit_now(e.explain('run the same command'), e.exit_code)
   except program.Interrupted as e:  # Outside the rounds: nothing to lose.
-    print(f'Interrupted ({e.signal_name}) — run the same command to continue.',
-          file=sys.stderr)
-    sys.exit(e.exit_code)
+    _exit_now(f'Interrupted ({e.signal_name}) — run the same command to '
+              'continue.', e.exit_code)
   except (program.RunDirectoryInUseError, program.HparamsMismatchError,
           program.NoUsableCheckpointError, runtime.WorkerUnavailableError,
           data_lib.DatasetNotFoundError, data_lib.CorruptDatasetError) as e:
@@ -346,10 +381,33 @@ def _run(hp: dict, config: program.TrainConfig) -> program.TrainResult:
     tff_runtime = runtime.ensure_runtime(hp['workers'])
     process = build_process(hp, model_fn, loss_fn, program.batch_input_spec(
         federated, hp['batch_size']), initial_weights=initial_weights)
-    return program.train(process, federated, config, model_fn=model_fn,
-                         loss_fn=loss_fn, hparams=hp, tff_runtime=tff_runtime)
-  finally:
+    result = program.train(process, federated, config, model_fn=model_fn,
+                           loss_fn=loss_fn, hparams=hp,
+                           tff_runtime=tff_runtime)
+  except program.Interrupted:
+    raise  # The worker ends with the process, which ends at once (_exit_now).
+  except BaseException:
     runtime.shutdown()
+    raise
+  runtime.shutdown()
+  return result
+
+
+def _exit_now(line: str, exit_code: int) -> None:
+  """Prints `line` and ends the process at once, with `exit_code`.
+
+  A round cut short by the signal may still be running in TFF's executor
+  thread. Stopping its worker first makes that thread log gRPC retries, and
+  a normal interpreter exit tears the thread down mid-call (seen: an abort,
+  exit status -6). Nothing needs the exit's clean-up: the loop wrote its
+  files entirely (signals wait for its writes, TensorBoard is flushed), the
+  local worker dies with this process (`runtime`: PR_SET_PDEATHSIG) and the
+  OS releases the run directory's lock.
+  """
+  logging.flush()
+  sys.stdout.flush()
+  print(line, file=sys.stderr, flush=True)
+  os._exit(exit_code)  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':
