@@ -39,9 +39,9 @@ from collections.abc import Sequence
 from absl import logging
 import grpc
 import tensorflow_federated as tff
-# pylint: disable=g-direct-tensorflow-import
+# pylint: disable=g-direct-tensorflow-import,line-too-long
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
-# pylint: enable=g-direct-tensorflow-import
+# pylint: enable=g-direct-tensorflow-import,line-too-long
 
 _PR_SET_PDEATHSIG = 1
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000

@@ -35,7 +35,8 @@ def launcher_runs(tmp_path_factory):
       ('killed', resumed_dir, [KILLED_AFTER_ROUND, '3'])):
     logs[name] = (open(root / f'{name}.out', 'w+'), open(root / f'{name}.err', 'w+'))
     children[name] = subprocess.Popen(
-        [sys.executable, *map(str, script), *TINY_FLAGS, f'--root_dir={run_dir}'],
+        [sys.executable, *map(str, script), *TINY_FLAGS,
+         f'--root_dir={run_dir}'],
         cwd=REPO, env=child_env(), stdout=logs[name][0], stderr=logs[name][1],
         text=True)
   codes = {name: child.wait(TIMEOUT) for name, child in children.items()}

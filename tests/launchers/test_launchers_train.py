@@ -1,39 +1,16 @@
 """launchers/train.py end to end (child processes) and its flag checks (in-process)."""
 
-import csv
 import importlib.util
 import os
-from pathlib import Path
 import time
 
 from absl import flags
 import numpy as np
 import pytest
 
-from launcher_helpers import TRAIN, child_env, run_script
+from launcher_helpers import (TRAIN, child_env, process_alive, read_rows,
+                              run_script, without_wall_clock)
 from tff_feddst import program
-
-WALL_CLOCK_COLUMNS = ('time/elapsed_seconds', 'time/round_seconds')
-
-
-def read_rows(run_dir):
-  with open(program.RunPaths.of(run_dir).metrics_csv, newline='') as f:
-    return list(csv.DictReader(f))
-
-
-def without_wall_clock(rows):
-  return [{k: v for k, v in row.items() if k not in WALL_CLOCK_COLUMNS}
-          for row in rows]
-
-
-def process_alive(pid):
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      stat = f.read()
-  except FileNotFoundError:
-    return False
-  state = stat.rsplit(')', 1)[1].split()[0]
-  return state != 'Z' and 'worker_binary' in Path(f'/proc/{pid}/cmdline').read_text()
 
 
 def test_run_writes_csv_tensorboard_checkpoints_and_weights(launcher_runs):

@@ -1,4 +1,4 @@
-"""One run at a time in a run directory: an exclusive lock on `<root_dir>/.lock`.
+"""One run at a time in a run directory: an exclusive flock on its `.lock`.
 
 Two runs started on one root directory (a job submitted twice, a second
 terminal) would both resume from the same checkpoint and interleave their
@@ -11,8 +11,8 @@ holder (the lock file holds "pid host").
 The operating system releases a flock when the process holding it ends, however
 it ends (SIGKILL included), so a crashed run never leaves a stale lock behind;
 the text in the file is only read while the lock is held. Within one process
-the lock is re-entrant (the launcher takes it before loading data, `train` again),
-because two flocks on one file by one process would refuse each other.
+the lock is re-entrant (the launcher takes it before loading data, `train`
+again), because two flocks on one file by one process would refuse each other.
 """
 
 from __future__ import annotations

@@ -424,10 +424,11 @@ def _train(process, federated_data, config: TrainConfig,
   flat: dict[str, int | float] = {}
 
   if done_rounds < config.rounds and not stopped_by_cap:
+    tensorboard = tff.program.TensorBoardReleaseManager(str(run_paths.logdir))
     releaser = tff.program.GroupingReleaseManager([
         tff.program.CSVFileReleaseManager(str(run_paths.metrics_csv),
                                           key_fieldname='round'),
-        tff.program.TensorBoardReleaseManager(str(run_paths.logdir)),
+        tensorboard,
     ])
     evaluator = evaluation.Evaluator(federated_data, model_fn, loss_fn,
                                      batch_size=config.eval_batch_size)
@@ -456,6 +457,7 @@ def _train(process, federated_data, config: TrainConfig,
         flat['time/elapsed_seconds'] = elapsed
         with interrupts.held():
           asyncio.run(releaser.release(flat, key=round_num))
+          _flush(tensorboard)
           progress.where = f'after round {round_num}'
         session_rounds = round_num - first_round + 1
         eta = 0.0 if last else (now - session_start) / session_rounds * (
@@ -502,10 +504,26 @@ def _train(process, federated_data, config: TrainConfig,
                      stopped_by_upload_cap=stopped_by_cap)
 
 
+def _flush(tensorboard: tff.program.TensorBoardReleaseManager) -> None:
+  """Writes out the events released so far.
+
+  TF buffers summaries for up to two minutes; a run that is killed, or that
+  ends at once on an interruption, would lose those rounds from TensorBoard
+  although metrics.csv has them.
+  """
+  writer = getattr(tensorboard, '_summary_writer', None)  # TFF 0.87's.
+  if writer is not None:
+    writer.flush()
+
+
 def _run_round(process, state, federated_data, config: TrainConfig,
                round_num: int, *, names: list[str],
                tff_runtime: runtime_lib.Runtime, last_checkpoint: int):
-  """Samples round `round_num`'s clients and runs it: (new state, flat metrics)."""
+  """Samples the clients of round `round_num` and runs it.
+
+  Returns:
+    (the new state, the round's flat metrics).
+  """
   clients = sampling.sample_clients(
       federated_data.client_ids, config.clients_per_round, seed=config.seed,
       round_num=round_num)
