@@ -1,6 +1,6 @@
 r"""Exports a run's latest global model as SavedModel and sparse TFLite.
 
-  uv run python launchers/export.py --root_dir /tmp/tff_feddst/digits/feddst
+  uv run python launchers/export.py --root_dir /tmp/tff_feddst-$USER/digits/feddst
 
 Reads the run's hparams.json (model, dataset) and the weights of its latest
 checkpoint (model_weights.npz), strips the TF-MOT wrappers with the masks

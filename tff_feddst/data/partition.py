@@ -35,7 +35,8 @@ class PartitionSummary:
         f'{self.num_clients} clients, {self.total_examples} train examples, '
         f'examples/client min {self.examples_min} median {self.examples_median:g} '
         f'max {self.examples_max}, mean classes/client {classes}, '
-        f'{self.dropped} clients dropped')
+        f'{self.dropped} {"client" if self.dropped == 1 else "clients"} '
+        'dropped (no train or no test examples)')
 
   @classmethod
   def from_counts(cls, counts: np.ndarray, mean_classes: float | None,
