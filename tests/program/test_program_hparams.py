@@ -52,3 +52,10 @@ def test_write_atomic_replaces_whole_file(tmp_path):
   paths.write_atomic(target, b'new')
   assert target.read_bytes() == b'new'
   assert [p.name for p in target.parent.iterdir()] == ['f.txt']
+
+
+def test_a_key_added_later_as_none_is_no_difference(tmp_path):
+  hparams_lib.write_or_check_hparams(tmp_path, {'a': 1})
+  hparams_lib.check_hparams(tmp_path, {'a': 1, 'init_from': None})
+  with pytest.raises(hparams_lib.HparamsMismatchError, match='init_from'):
+    hparams_lib.check_hparams(tmp_path, {'a': 1, 'init_from': 'model.keras'})

@@ -58,8 +58,10 @@ def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any], *,
   """{key: (old, new)} for every result-changing key whose value differs."""
   old, new = _normalized(old), _normalized(new)
   keys = sorted((set(old) | set(new)) - set(neutral_keys))
+  # A key that one side lacks and the other holds as None (an option added
+  # later, unused) is no difference: runs recorded before it still resume.
   return {k: (old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys
-          if old.get(k, _ABSENT) != new.get(k, _ABSENT)}
+          if old.get(k) != new.get(k)}
 
 
 def check_hparams(root_dir: str | os.PathLike, hparams: Mapping[str, Any], *,
