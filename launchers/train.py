@@ -28,7 +28,6 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import dataclasses
 import getpass
 import json
 import re
@@ -39,7 +38,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import tensorflow as tf
-import tensorflow_federated as tff
 
 from tff_feddst.algorithms import registry
 from tff_feddst import data as data_lib
@@ -282,17 +280,12 @@ def _default_model() -> str:
 
 def load_federated_data(hp: dict) -> data_lib.FederatedData:
   """Loads and partitions the dataset named in `hp`."""
-  if hp['dataset'] == 'tfrecord':
-    federated = data_lib.load_tfrecord(hp['data_dir'],
-                                       min_examples=hp['min_examples'])
+  if hp['dataset'] in _FEDERATED_DATASETS:
+    load = (data_lib.load_tfrecord if hp['dataset'] == 'tfrecord' else
+            data_lib.load_emnist)
+    federated = load(hp['data_dir'], min_examples=hp['min_examples'])
     if hp['total_clients'] is not None:
-      federated = _first_clients(federated, hp['total_clients'])
-    return federated
-  if hp['dataset'] == 'emnist':
-    federated = data_lib.load_emnist(hp['data_dir'],
-                                     min_examples=hp['min_examples'])
-    if hp['total_clients'] is not None:
-      federated = _first_clients(federated, hp['total_clients'])
+      federated = data_lib.first_clients(federated, hp['total_clients'])
     return federated
   centralized = data_lib.load(hp['dataset'], hp['data_dir'])
   return data_lib.build_federated_data(
@@ -300,18 +293,6 @@ def load_federated_data(hp: dict) -> data_lib.FederatedData:
       beta=hp['beta'] if hp['beta'] is not None else 0.1,
       classes_per_client=hp['classes_per_client'] or 2,
       min_examples=hp['min_examples'], seed=hp['seed'])
-
-
-def _first_clients(federated, count: int):
-  """`federated` restricted to its first `count` clients (emnist)."""
-  ids = federated.client_ids[:count]
-
-  def restrict(client_data):
-    return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
-        ids, client_data.serializable_dataset_fn)
-
-  return dataclasses.replace(federated, train=restrict(federated.train),
-                             test=restrict(federated.test))
 
 
 def build_process(hp: dict, model_fn, loss_fn, input_spec, *,

@@ -17,13 +17,11 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import dataclasses
 from pathlib import Path
 import sys
 
 from absl import app
 from absl import flags
-import tensorflow_federated as tff
 
 from tff_feddst import data as data_lib
 # Imported for its exit hook, which lets TFF's import-time context go quietly
@@ -79,26 +77,13 @@ def federated_data(dataset: str, data_dir: str | None, *,
   if dataset == 'emnist':
     federated = data_lib.load_emnist(data_dir, min_examples=min_examples)
     if total_clients is not None:
-      federated = _first_clients(federated, total_clients)
+      federated = data_lib.first_clients(federated, total_clients)
     return federated
   return data_lib.build_federated_data(
       data_lib.load(dataset, data_dir), partition=partition,
       num_clients=total_clients or default_total_clients(dataset), beta=beta,
       classes_per_client=classes_per_client, min_examples=min_examples,
       seed=seed)
-
-
-def _first_clients(federated: data_lib.FederatedData, count: int
-                   ) -> data_lib.FederatedData:
-  """`federated` restricted to its first `count` clients, as train.py does."""
-  ids = federated.client_ids[:count]
-
-  def restrict(client_data):
-    return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
-        ids, client_data.serializable_dataset_fn)
-
-  return dataclasses.replace(federated, train=restrict(federated.train),
-                             test=restrict(federated.test))
 
 
 def description(dataset: str, federated: data_lib.FederatedData) -> str:

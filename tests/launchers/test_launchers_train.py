@@ -171,7 +171,7 @@ def test_first_clients_restricts_train_and_test(launcher):
   federated = data.build_federated_data(
       data.make_synthetic(200, image_shape=(4, 4, 1), num_classes=4),
       partition='iid', num_clients=6, seed=0)
-  first = launcher._first_clients(federated, 2)  # pylint: disable=protected-access
+  first = data.first_clients(federated, 2)
   assert first.client_ids == federated.client_ids[:2] == first.test.client_ids
   for split in ('train', 'test'):
     got = list(getattr(first, split).create_tf_dataset_for_client(

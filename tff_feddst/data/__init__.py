@@ -5,6 +5,7 @@ from tff_feddst.data.federated import (
     PARTITIONS,
     FederatedData,
     build_federated_data,
+    first_clients,
     load_emnist,
     preprocess,
 )
@@ -49,6 +50,7 @@ __all__ = [
     'Partition',
     'PartitionSummary',
     'build_federated_data',
+    'first_clients',
     'dirichlet_partition',
     'iid_partition',
     'k_class_partition',

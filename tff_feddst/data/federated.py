@@ -200,3 +200,19 @@ def preprocess(dataset: tf.data.Dataset,
   if shuffle_buffer > 0:
     dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed)
   return dataset.batch(batch_size)
+
+
+def first_clients(federated: FederatedData, count: int) -> FederatedData:
+  """`federated` restricted to its first `count` clients (train and test).
+
+  For datasets whose clients are given (EMNIST writers, TFRecord files):
+  `--total_clients` takes the first N instead of partitioning.
+  """
+  ids = federated.client_ids[:count]
+
+  def restrict(client_data):
+    return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
+        ids, client_data.serializable_dataset_fn)
+
+  return dataclasses.replace(federated, train=restrict(federated.train),
+                             test=restrict(federated.test))
