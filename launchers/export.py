@@ -12,10 +12,14 @@ dataset's test images against the in-process model, and prints a size table.
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tff_feddst import quiet  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_TF_LOG_LEVEL = quiet.silence_from_argv()  # Before TensorFlow is imported.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import sys
 
 from absl import app
 from absl import flags
@@ -51,7 +55,11 @@ def _test_images(hparams: dict) -> tuple:
   return centralized.x_test, centralized.input_shape, centralized.num_classes
 
 
+quiet.define_flag()
+
+
 def main(argv):
+  quiet.filter_library_logs(_TF_LOG_LEVEL)
   del argv
   hparams = program.read_hparams(_ROOT.value)
   weights_path = program.RunPaths.of(_ROOT.value).model_weights

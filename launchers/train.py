@@ -25,13 +25,17 @@ tff_feddst/program/hparams.py for the options that may change).
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tff_feddst import quiet  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_TF_LOG_LEVEL = quiet.silence_from_argv()  # Before TensorFlow is imported.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import getpass
 import json
 import re
-import sys
 import tempfile
 
 from absl import app
@@ -159,6 +163,7 @@ flags.DEFINE_string('init_from', None,
 flags.DEFINE_list('workers', [], 'TFF workers as host:port,host:port; '
                   'default: one local worker.')
 
+quiet.define_flag()
 FLAGS = flags.FLAGS
 
 
@@ -309,6 +314,7 @@ def loss_fn() -> tf.keras.losses.Loss:
 
 
 def main(argv):
+  quiet.filter_library_logs(_TF_LOG_LEVEL)
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   tf.get_logger().setLevel('WARNING')  # absl already logs TF's INFO lines.

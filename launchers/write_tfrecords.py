@@ -14,11 +14,15 @@ and an existing non-empty one is refused.
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tff_feddst import quiet  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_TF_LOG_LEVEL = quiet.silence_from_argv()  # Before TensorFlow is imported.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from pathlib import Path
-import sys
 
 from absl import app
 from absl import flags
@@ -103,7 +107,11 @@ def description(dataset: str, federated: data_lib.FederatedData) -> str:
           f'{federated.summary}')
 
 
+quiet.define_flag()
+
+
 def main(argv):
+  quiet.filter_library_logs(_TF_LOG_LEVEL)
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   output = Path(_OUTPUT.value).expanduser()

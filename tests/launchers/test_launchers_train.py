@@ -34,6 +34,11 @@ def test_run_writes_csv_tensorboard_checkpoints_and_weights(launcher_runs):
   log = launcher_runs.full.stderr
   assert 'round 6/6 | elapsed' in log and '| test acc' in log and 'MB' in log
   assert 'Traceback' not in log
+  # No TensorFlow/CUDA start-up chatter, no library INFO lines.
+  for noise in ('cuDNN', 'cuFFT', 'cuBLAS', 'TensorRT', 'cuda', 'oneDNN',
+                'rebuild TensorFlow', 'Grappler', 'grappler', 'keras_utils',
+                'fingerprint', 'E tensorflow', 'W tensorflow'):
+    assert noise not in log, noise
 
 
 def test_killed_run_resumes_exactly(launcher_runs):

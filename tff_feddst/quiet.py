@@ -1,0 +1,59 @@
+"""Keeps TensorFlow's start-up chatter out of the launchers' output.
+
+TensorFlow prints CUDA/cuDNN/TensorRT registration errors, CPU-feature and
+oneDNN notices and Grappler warnings from C++ as it loads, and TFF/Keras log
+INFO lines through absl; none of it is about the run. `silence_from_argv`
+must run before TensorFlow is imported (the C++ level is read then). Our own
+log lines stay. `--tf_log_level=0` (0 all, 1 no INFO, 2 no WARNING, 3 no
+ERROR; default 3) shows TensorFlow's output again, and also lets library
+INFO lines through when below 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+FLAG = '--tf_log_level'
+DEFAULT_LEVEL = '3'
+
+
+def _level(argv) -> str:
+  for i, arg in enumerate(argv):
+    if arg.startswith(FLAG + '='):
+      return arg.split('=', 1)[1]
+    if arg == FLAG and i + 1 < len(argv):
+      return argv[i + 1]
+  return DEFAULT_LEVEL  # Not the environment's: quiet unless asked.
+
+
+class _OwnRecordsOnly(logging.Filter):
+  """Lets through absl records from this project, not from installed packages."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'site-packages' not in record.pathname or record.levelno >= (
+        logging.WARNING)
+
+
+def silence_from_argv(argv=None) -> str:
+  """Sets TensorFlow's C++ log level from `--tf_log_level` (before import)."""
+  level = _level(sys.argv if argv is None else argv)
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = level
+  return level
+
+
+def filter_library_logs(level: str) -> None:
+  """At level 3, drops INFO lines that installed packages log through absl."""
+  if level != '3':
+    return
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.get_absl_handler().addFilter(_OwnRecordsOnly())
+
+
+def define_flag() -> None:
+  """The absl flag, so that --help lists it and parsing accepts it."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_enum('tf_log_level', DEFAULT_LEVEL, ['0', '1', '2', '3'],
+                    "TensorFlow's own log output: 0 shows all; 3 (default) "
+                    'hides its start-up chatter and library INFO lines.')
