@@ -410,4 +410,4 @@ def _exit_now(line: str, exit_code: int) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=quiet.parse_flags_with_suggestions)

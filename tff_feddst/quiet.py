@@ -57,3 +57,40 @@ def define_flag() -> None:
   flags.DEFINE_enum('tf_log_level', DEFAULT_LEVEL, ['0', '1', '2', '3'],
                     "TensorFlow's own log output: 0 shows all; 3 (default) "
                     'hides its start-up chatter and library INFO lines.')
+
+
+def parse_flags_with_suggestions(argv):
+  """absl's flag parsing, with 'did you mean' for unknown flags.
+
+  absl suggests only close spellings; a user who types --epochs for
+  --client_epochs gets nothing. This adds every flag whose name contains the
+  unknown one (or is close to it), then exits like absl with status 1.
+  """
+  import difflib  # pylint: disable=g-import-not-at-top
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.UnrecognizedFlagError as e:
+    name = e.flagname
+    known = sorted(flags.FLAGS)
+    hints = [k for k in known if name and name in k and k != name]
+    hints += [k for k in difflib.get_close_matches(name, known, n=3)
+              if k not in hints]
+    hint = (' Did you mean ' + ' or '.join(f'--{h}' for h in hints[:4]) +
+            '?') if hints else ''
+    sys.stderr.write(f'FATAL Flags parsing error: Unknown command line flag '
+                     f'{name!r}.{hint}\n'
+                     'Pass --helpshort or --helpfull to see help on flags.\n')
+    sys.exit(1)
+  except flags.IllegalFlagValueError as e:
+    message = str(e)
+    # A multi-flag validator's message starts with every flag it read
+    # ('flags a=None, b=1.5, ...: --b must be ...'); keep what it says.
+    if message.startswith('flags ') and ': --' in message:
+      message = message[message.index(': --') + 2:]
+    sys.stderr.write(f'FATAL Flags parsing error: {message}\n'
+                     'Pass --helpshort or --helpfull to see help on flags.\n')
+    sys.exit(1)
+  except flags.Error:
+    return app.parse_flags_with_usage(argv)

@@ -186,3 +186,18 @@ def test_first_clients_restricts_train_and_test(launcher):
     assert len(got) == len(want) > 0
     np.testing.assert_array_equal(np.stack([e['x'] for e in got]),
                                   np.stack([e['x'] for e in want]))
+
+
+def test_unknown_flag_gets_a_suggestion_and_validator_errors_are_short(
+    launcher, capsys):
+  from tff_feddst import quiet  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as exit_info:
+    quiet.parse_flags_with_suggestions(['train.py', '--epochs=3'])
+  assert exit_info.value.code == 1
+  assert 'Did you mean --client_epochs?' in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    quiet.parse_flags_with_suggestions(['train.py', '--sparsity=1.5'])
+  err = capsys.readouterr().err
+  assert 'FATAL Flags parsing error: --sparsity must be in [0, 1)' in err
+  assert 'remember_old=None' not in err
+  launcher.FLAGS.unparse_flags()
