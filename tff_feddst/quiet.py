@@ -1,4 +1,4 @@
-"""Keeps TensorFlow's start-up chatter out of the launchers' output.
+"""How the launchers speak to a user: no TensorFlow chatter, helpful flag errors.
 
 TensorFlow prints CUDA/cuDNN/TensorRT registration errors, CPU-feature and
 oneDNN notices and Grappler warnings from C++ as it loads, and TFF/Keras log

@@ -135,6 +135,10 @@ def parse(launcher):
     (['--readjustment_ratio=1.5'], '--readjustment_ratio'),
     (['--upload_cap_mb=0'], '--upload_cap_mb'),
     (['--workers=localhost'], '--workers'),
+    (['--dataset=tfrecord'], '--data_dir'),
+    (['--algorithm=random_mask', '--remember_old'], '--remember_old'),
+    (['--readjust_after_epoch=11'], '--readjust_after_epoch'),
+    (['--sparsity=0.9', '--final_sparsity=0.8'], '--final_sparsity'),
 ])
 def test_invalid_flags_rejected(parse, argv, flag):
   with pytest.raises(flags.IllegalFlagValueError, match=flag):
