@@ -68,7 +68,10 @@ def next_global_mask(prev_mask, mean, vote_weights, vote_counts, *,
                                   total_weight)
     counts = counts + prev * (tf.cast(clients, tf.float32) - counts)
   in_union = tf.cast(counts >= float(max(min_votes, 1)), tf.float32)
-  magnitude = tf.abs(score)
+  keys = [in_union, tf.abs(score), vote_weights]
+  if isinstance(regrowth_quota, int) and regrowth_quota == 0:
+    # FedDST's rule: no reserved slots, no extra sorts of the whole kernel.
+    return masks_lib.keep_top_k_lexicographic(keys, num_live)
   candidates = (1.0 - prev) * tf.cast(vote_counts > 0, tf.float32)
   quota = tf.minimum(tf.cast(regrowth_quota, tf.int32),
                      tf.cast(tf.reduce_sum(candidates), tf.int32))
@@ -76,5 +79,4 @@ def next_global_mask(prev_mask, mean, vote_weights, vote_counts, *,
   grown = masks_lib.keep_top_k_lexicographic(
       [candidates, tf.cast(vote_counts, tf.float32), tf.abs(mean),
        vote_weights], quota)
-  return masks_lib.keep_top_k_lexicographic(
-      [grown, in_union, magnitude, vote_weights], num_live)
+  return masks_lib.keep_top_k_lexicographic([grown] + keys, num_live)

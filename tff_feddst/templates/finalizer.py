@@ -91,12 +91,14 @@ def new_global_weights(layout: ModelLayout, trainable, non_trainable, sums,
     fraction = sparsity_lib.readjustment_fraction(
         round_num, rule.fraction, rule.end_round, rule.schedule)
   new_masks = []
+  regrowing = rule.consensus_regrowth and rule.fraction > 0
   for old_mask, old_kernel, mean, w, c, n in zip(
       masks, kernels, means, weights, counts,
       _targets(layout, rule, round_num)):
     prev_live = tf.reduce_sum(tf.cast(old_mask > 0, tf.float32))
-    quota = tf.where(readjusting,
-                     tf.cast(tf.floor(fraction * prev_live), tf.int32), 0)
+    quota = (tf.where(readjusting,
+                      tf.cast(tf.floor(fraction * prev_live), tf.int32), 0)
+             if regrowing else 0)
     new_masks.append(sparsity_lib.next_global_mask(
         old_mask, mean, w, c, num_live=n, min_votes=rule.min_votes,
         remember_old=rule.remember_old, prev_kernel=old_kernel,
@@ -105,10 +107,11 @@ def new_global_weights(layout: ModelLayout, trainable, non_trainable, sums,
   new_kernels = [m * k for m, k in zip(new_masks, means)]
   bookkeeping = [non_trainable[i] for i in layout.bookkeeping_index]
   dense_means = [tf.cast(d, old.dtype) for d, old in zip(dense_means, dense)]
-  return layout.merge(new_kernels, new_masks, dense_means, bookkeeping), new_masks
+  return (layout.merge(new_kernels, new_masks, dense_means, bookkeeping),
+          new_masks, counts)
 
 
-def mask_dynamics(layout: ModelLayout, old_masks, new_masks, initial_masks,
+def mask_dynamics(old_masks, new_masks, initial_masks, counts,
                   sums) -> collections.OrderedDict:
   """How much the global mask moved, and how much the clients' masks agree.
 
@@ -128,7 +131,6 @@ def mask_dynamics(layout: ModelLayout, old_masks, new_masks, initial_masks,
   # (Not `old == 0`: TFF traces in graph mode, where `==` on tensors is
   # Python identity.)
   swaps = entered(new_masks, old_masks)
-  _, _, counts, _ = masked_mean_lib.masked_mean(layout, sums, old_masks)
   pair_overlap = tf.add_n([tf.reduce_sum(c * (c - 1.0) / 2.0)
                            for c in counts])
   k = tf.cast(sums.clients - sums.dropped_clients, tf.float32)
@@ -172,7 +174,7 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
     round_num = state['round_num']
     old_trainable = list(weights.trainable)
     old_non_trainable = list(weights.non_trainable)
-    (candidate, non_trainable), new_masks = new_global_weights(
+    (candidate, non_trainable), new_masks, counts = new_global_weights(
         layout, old_trainable, old_non_trainable, sums, rule=rule,
         round_num=round_num)
     optimizer_state = state['optimizer']
@@ -199,8 +201,8 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
         layer_density=tf.stack([l / float(n) for l, n in
                                 zip(live, layout.kernel_sizes)]),
         density=tf.add_n(live) / float(sum(layout.kernel_sizes)))
-    measurements.update(mask_dynamics(layout, old_masks, kept_masks,
-                                      initial_masks, sums))
+    measurements.update(mask_dynamics(old_masks, kept_masks, initial_masks,
+                                      counts, sums))
     new_state = collections.OrderedDict(
         round_num=round_num + 1, initial_masks=initial_masks,
         optimizer=optimizer_state)
