@@ -354,3 +354,31 @@ def test_no_loadable_checkpoint_is_one_clear_error(setup, tmp_path):
   # Nothing was moved or written: the user decides.
   assert checkpoint_dirs(tmp_path) == ['program_state_1', 'program_state_2']
   assert [r['round'] for r in read_csv(tmp_path)] == ['1', '2']
+
+
+def test_checkpoint_with_the_old_counters_still_resumes(setup, reference_run,
+                                                       tmp_path):
+  """Checkpoints written before the uplink copy left the counters load."""
+  import asyncio  # pylint: disable=g-import-not-at-top
+  import collections  # pylint: disable=g-import-not-at-top
+  _, _, process = setup
+  shutil.copytree(reference_run[0], tmp_path / 'run')
+  root = tmp_path / 'run'
+  checkpoints = program.RunPaths.of(root).checkpoints
+  manager = tff.program.FileProgramStateManager(
+      str(checkpoints), prefix='program_state_')
+  state, counters = asyncio.run(manager.load(
+      2, (process.initialize(), train_loop._counters())))
+  assert list(counters) == ['round', 'elapsed_seconds']
+  shutil.rmtree(checkpoints / 'program_state_2')
+  shutil.rmtree(checkpoints / 'program_state_3')
+  legacy = collections.OrderedDict(
+      round=np.int64(2), cumulative_uplink_bytes=np.int64(1),
+      elapsed_seconds=counters['elapsed_seconds'])
+  asyncio.run(manager.save((state, legacy), 2))
+
+  result = run(setup, config(root))
+  assert result.rounds_completed == 3
+  assert without_wall_clock(read_csv(root)) == without_wall_clock(
+      read_csv(reference_run[0]))
+  assert_same_weights(result, reference_run[1])

@@ -202,12 +202,22 @@ def run_hparams(config: TrainConfig,
   return merged
 
 
-def _counters(round_num: int = 0, uplink: int = 0,
+def _counters(round_num: int = 0,
               elapsed: float = 0.0) -> collections.OrderedDict:
-  """Program counters checkpointed beside the process state."""
-  return collections.OrderedDict(
-      round=np.int64(round_num), cumulative_uplink_bytes=np.int64(uplink),
-      elapsed_seconds=np.float64(elapsed))
+  """Program counters checkpointed beside the process state.
+
+  The bytes uploaded are not among them: the process's state counts them.
+  """
+  return collections.OrderedDict(round=np.int64(round_num),
+                                 elapsed_seconds=np.float64(elapsed))
+
+
+def _legacy_counters() -> collections.OrderedDict:
+  """The counters of checkpoints written before 2026-11-27 (with a copy of
+  the cumulative uplink), so that those runs still resume."""
+  return collections.OrderedDict(round=np.int64(0),
+                                 cumulative_uplink_bytes=np.int64(0),
+                                 elapsed_seconds=np.float64(0.0))
 
 
 def _format_seconds(seconds: float) -> str:
@@ -311,7 +321,7 @@ def _restore(state_manager: tff.program.FileProgramStateManager, template,
   failures: list[tuple[int, str]] = []
   for version in reversed(versions):
     try:
-      restored = asyncio.run(state_manager.load(version, template))
+      restored = _load(state_manager, version, template)
     except Exception as e:  # pylint: disable=broad-except
       # TF's readers fail on damaged files in many ways (IndexError,
       # DataLossError, OSError, OpError, ...).
@@ -330,6 +340,23 @@ def _restore(state_manager: tff.program.FileProgramStateManager, template,
         'them, resume with that version; if they are damaged, move them away '
         'to start the run again.')
   return None, 0, []
+
+
+def _load(state_manager, version: int, template):
+  """Checkpoint `version` as (state, counters), also in the legacy layout."""
+  try:
+    return asyncio.run(state_manager.load(version, template))
+  except Exception:  # pylint: disable=broad-except
+    state, _ = template
+    try:
+      state, counters = asyncio.run(state_manager.load(
+          version, (state, _legacy_counters())))
+    except Exception:  # pylint: disable=broad-except
+      pass  # Report the failure of the current layout.
+    else:
+      return state, _counters(int(counters['round']),
+                              float(counters['elapsed_seconds']))
+    raise
 
 
 @dataclasses.dataclass
@@ -403,12 +430,50 @@ def _train(process, federated_data, config: TrainConfig,
   state_manager = tff.program.FileProgramStateManager(
       str(run_paths.checkpoints), prefix=_STATE_PREFIX,
       keep_total=config.keep_checkpoints, keep_first=False)
+  state, counters = _resume(process, state_manager, run_paths, progress)
+  done_rounds = int(counters['round'])
+  stopped_by_cap = _cap_reached(config, _cumulative_uplink(state))
+  if done_rounds >= config.rounds or stopped_by_cap:
+    logging.info('%s is already complete (%d rounds); nothing to train.',
+                 run_paths.root, done_rounds)
+    # The last round always checkpoints; this covers runs from before
+    # model_weights.npz existed.
+    with interrupts.held():
+      save_model_weights(run_paths.model_weights,
+                         process.get_model_weights(state), done_rounds)
+    return TrainResult(state=state, rounds_completed=done_rounds, metrics={},
+                       stopped_by_upload_cap=stopped_by_cap)
+  session = _Session(
+      process=process, federated_data=federated_data, config=config,
+      run_paths=run_paths, progress=progress, state_manager=state_manager,
+      tff_runtime=tff_runtime, after_checkpoint=after_checkpoint,
+      evaluator=evaluation.Evaluator(federated_data, model_fn, loss_fn,
+                                     batch_size=config.eval_batch_size),
+      names=kernel_names(model_fn), first_round=done_rounds + 1,
+      elapsed_before=float(counters['elapsed_seconds']))
+  try:
+    return _run_rounds(session, state)
+  except runtime_lib.WorkerUnavailableError as e:
+    # A dead worker can also surface outside `process.next` (evaluation,
+    # reading the weights for a checkpoint).
+    if 'Restart with the same root directory' in str(e):
+      raise
+    last_checkpoint = progress.last_checkpoint
+    resume = (f'the checkpoint of round {last_checkpoint}' if last_checkpoint
+              else 'the start (no checkpoint yet)')
+    raise runtime_lib.WorkerUnavailableError(
+        f'{e} Restart with the same root directory to resume from '
+        f'{resume}.') from e
+
+
+def _resume(process, state_manager, run_paths: paths.RunPaths,
+            progress: _Progress):
+  """(process state, counters) of the newest usable checkpoint, or initial."""
   template = (process.initialize(), _counters())
   restored, version, set_aside = _restore(state_manager, template,
                                           run_paths.checkpoints)
   state, counters = restored if restored is not None else template
   done_rounds = int(counters['round'])
-  uplink = int(counters['cumulative_uplink_bytes'])
   if restored is not None:
     logging.info('Resuming %s after round %d (checkpoint version %d).',
                  run_paths.root, done_rounds, version)
@@ -418,90 +483,109 @@ def _train(process, federated_data, config: TrainConfig,
     with interrupts.held():  # The weights of the checkpoint resumed from.
       save_model_weights(run_paths.model_weights,
                          process.get_model_weights(state), done_rounds)
-  cap_bytes = (None if config.upload_cap_mb is None
-               else config.upload_cap_mb * _BYTES_PER_MB)
-  stopped_by_cap = cap_bytes is not None and uplink >= cap_bytes
-  flat: dict[str, int | float] = {}
+  return state, counters
 
-  if done_rounds < config.rounds and not stopped_by_cap:
-    tensorboard = tff.program.TensorBoardReleaseManager(str(run_paths.logdir))
-    releaser = tff.program.GroupingReleaseManager([
-        tff.program.CSVFileReleaseManager(str(run_paths.metrics_csv),
-                                          key_fieldname='round'),
-        tensorboard,
-    ])
-    evaluator = evaluation.Evaluator(federated_data, model_fn, loss_fn,
-                                     batch_size=config.eval_batch_size)
-    names = kernel_names(model_fn)
-    session_start = time.monotonic()
-    elapsed_before = float(counters['elapsed_seconds'])
-    first_round = done_rounds + 1
-    try:
-      for round_num in range(first_round, config.rounds + 1):
-        progress.where = f'during round {round_num}'
-        round_start = time.monotonic()
-        state, flat = _run_round(process, state, federated_data, config,
-                                 round_num, names=names,
-                                 tff_runtime=tff_runtime,
-                                 last_checkpoint=progress.last_checkpoint)
-        uplink = int(flat.get('round/cumulative_uplink_bytes', uplink))
-        stopped_by_cap = cap_bytes is not None and uplink >= cap_bytes
-        last = round_num == config.rounds or stopped_by_cap
-        weights = None  # Read from the state at most once per round.
-        if round_num % config.eval_every == 0 or last:
-          weights = process.get_model_weights(state)
-          flat.update(evaluator(weights))
-        now = time.monotonic()
-        elapsed = elapsed_before + now - session_start
-        flat['time/round_seconds'] = now - round_start
-        flat['time/elapsed_seconds'] = elapsed
-        with interrupts.held():
-          asyncio.run(releaser.release(flat, key=round_num))
-          _flush(tensorboard)
-          progress.where = f'after round {round_num}'
-        session_rounds = round_num - first_round + 1
-        eta = 0.0 if last else (now - session_start) / session_rounds * (
-            _rounds_left(round_num, config, uplink,
-                         int(flat.get('round/uplink_bytes', 0))))
-        _log_round(round_num, config, flat, elapsed, eta)
-        done_rounds = round_num
-        if round_num % config.checkpoint_every == 0 or last:
-          with interrupts.held():
-            _save_checkpoint(
-                state_manager, run_paths,
-                (state, _counters(round_num, uplink, elapsed)), round_num,
-                process.get_model_weights(state) if weights is None
-                else weights)
-            progress.last_checkpoint = round_num
-          if after_checkpoint is not None:
-            after_checkpoint(round_num)
-        if last:
-          break
-    except runtime_lib.WorkerUnavailableError as e:
-      # A dead worker can also surface outside `process.next` (evaluation,
-      # reading the weights for a checkpoint).
-      if 'Restart with the same root directory' in str(e):
-        raise
-      last_checkpoint = progress.last_checkpoint
-      resume = (f'the checkpoint of round {last_checkpoint}' if last_checkpoint
-                else 'the start (no checkpoint yet)')
-      raise runtime_lib.WorkerUnavailableError(
-          f'{e} Restart with the same root directory to resume from '
-          f'{resume}.') from e
-    if stopped_by_cap:
-      logging.info('Cumulative uplink %.3f MB reached upload_cap_mb=%g after '
-                   'round %d.', uplink / _BYTES_PER_MB, config.upload_cap_mb,
-                   done_rounds)
-  else:
-    logging.info('%s is already complete (%d rounds); nothing to train.',
-                 run_paths.root, done_rounds)
-    # The last round always checkpoints; this covers runs from before
-    # model_weights.npz existed.
+
+def _cumulative_uplink(state) -> int:
+  """The bytes all clients uploaded so far, as the process's state counts them.
+
+  Our client work owns that count (`templates/client_work.py`); the program
+  only reads it, from the round's measurements or, on resume, from the state.
+  A process without it (none of ours) counts 0.
+  """
+  client_work = getattr(state, 'client_work', None)
+  if isinstance(client_work, Mapping):
+    return int(client_work.get('cumulative_uplink_bytes', 0))
+  return 0
+
+
+def _cap_reached(config: TrainConfig, uplink: int) -> bool:
+  return (config.upload_cap_mb is not None and
+          uplink >= config.upload_cap_mb * _BYTES_PER_MB)
+
+
+@dataclasses.dataclass
+class _Session:
+  """What the rounds of one `train` call share."""
+
+  process: Any
+  federated_data: data_lib.FederatedData
+  config: TrainConfig
+  run_paths: paths.RunPaths
+  progress: _Progress
+  state_manager: tff.program.FileProgramStateManager
+  tff_runtime: runtime_lib.Runtime
+  after_checkpoint: Callable[[int], None] | None
+  evaluator: evaluation.Evaluator
+  names: list[str]
+  first_round: int
+  elapsed_before: float
+  started: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def _run_rounds(session: _Session, state) -> TrainResult:
+  """Rounds `first_round`..`rounds` (or to the upload cap): run → evaluate →
+  release → checkpoint."""
+  config = session.config
+  tensorboard = tff.program.TensorBoardReleaseManager(
+      str(session.run_paths.logdir))
+  releaser = tff.program.GroupingReleaseManager([
+      tff.program.CSVFileReleaseManager(str(session.run_paths.metrics_csv),
+                                        key_fieldname='round'),
+      tensorboard,
+  ])
+  flat: dict[str, int | float] = {}
+  round_num, stopped_by_cap = session.first_round - 1, False
+  for round_num in range(session.first_round, config.rounds + 1):
+    session.progress.where = f'during round {round_num}'
+    round_start = time.monotonic()
+    state, flat = _run_round(session.process, state, session.federated_data,
+                             config, round_num, names=session.names,
+                             tff_runtime=session.tff_runtime,
+                             last_checkpoint=session.progress.last_checkpoint)
+    uplink = int(flat.get('round/cumulative_uplink_bytes', 0))
+    stopped_by_cap = _cap_reached(config, uplink)
+    last = round_num == config.rounds or stopped_by_cap
+    weights = None  # Read from the state at most once per round.
+    if round_num % config.eval_every == 0 or last:
+      weights = session.process.get_model_weights(state)
+      flat.update(session.evaluator(weights))
+    now = time.monotonic()
+    elapsed = session.elapsed_before + now - session.started
+    flat['time/round_seconds'] = now - round_start
+    flat['time/elapsed_seconds'] = elapsed
     with interrupts.held():
-      save_model_weights(run_paths.model_weights,
-                         process.get_model_weights(state), done_rounds)
-  return TrainResult(state=state, rounds_completed=done_rounds, metrics=flat,
+      asyncio.run(releaser.release(flat, key=round_num))
+      _flush(tensorboard)
+      session.progress.where = f'after round {round_num}'
+    eta = 0.0 if last else (now - session.started) / (
+        round_num - session.first_round + 1) * _rounds_left(
+            round_num, config, uplink, int(flat.get('round/uplink_bytes', 0)))
+    _log_round(round_num, config, flat, elapsed, eta)
+    if round_num % config.checkpoint_every == 0 or last:
+      _checkpoint(session, state, round_num, elapsed, weights)
+    if last:
+      break
+  if stopped_by_cap:
+    logging.info('Cumulative uplink %.3f MB reached upload_cap_mb=%g after '
+                 'round %d.', uplink / _BYTES_PER_MB, config.upload_cap_mb,
+                 round_num)
+  return TrainResult(state=state, rounds_completed=round_num, metrics=flat,
                      stopped_by_upload_cap=stopped_by_cap)
+
+
+def _checkpoint(session: _Session, state, round_num: int, elapsed: float,
+                weights) -> None:
+  """Checkpoint `round_num`, then the `after_checkpoint` hook."""
+  with interrupts.held():
+    _save_checkpoint(
+        session.state_manager, session.run_paths,
+        (state, _counters(round_num, elapsed)), round_num,
+        session.process.get_model_weights(state) if weights is None
+        else weights)
+    session.progress.last_checkpoint = round_num
+  if session.after_checkpoint is not None:
+    session.after_checkpoint(round_num)
 
 
 def _flush(tensorboard: tff.program.TensorBoardReleaseManager) -> None:

@@ -3,11 +3,11 @@
 `(<S@SERVER, W@SERVER> -> <S@SERVER, P@CLIENTS, M@SERVER>)`: the server
 encodes its weights (live values + packed mask + dense params) and broadcasts
 that payload. Cross-device clients are stateless, so the mask is always sent.
+Its bytes are counted where the payload arrives, by the client work (one
+owner for every byte figure), so this process measures nothing.
 """
 
 from __future__ import annotations
-
-import collections
 
 import tensorflow_federated as tff
 
@@ -24,7 +24,7 @@ def build_sparse_distributor(layout: ModelLayout, weights_type
     kernels, masks, dense = layout.split(weights.trainable,
                                          weights.non_trainable)
     payload = codec.encode(kernels, masks, dense, send_masks=True)
-    return payload, codec.payload_bytes(payload)
+    return payload
 
   @tff.federated_computation()
   def init_fn():
@@ -33,10 +33,9 @@ def build_sparse_distributor(layout: ModelLayout, weights_type
   @tff.federated_computation(init_fn.type_signature.result,
                              tff.FederatedType(weights_type, tff.SERVER))
   def next_fn(state, weights):
-    payload, num_bytes = tff.federated_map(encode_weights, weights)
-    measurements = tff.federated_zip(collections.OrderedDict(
-        downlink_bytes_per_client=num_bytes))
+    payload = tff.federated_map(encode_weights, weights)
     return tff.templates.MeasuredProcessOutput(
-        state, tff.federated_broadcast(payload), measurements)
+        state, tff.federated_broadcast(payload),
+        tff.federated_value((), tff.SERVER))
 
   return tff.learning.templates.DistributionProcess(init_fn, next_fn)
