@@ -23,6 +23,8 @@ changing a hyperparameter that alters the results is refused (see
 tff_feddst/program/hparams.py for the options that may change).
 """
 
+from __future__ import annotations
+
 import os
 
 import sys
@@ -41,17 +43,45 @@ import tempfile
 from absl import app
 from absl import flags
 from absl import logging
-import tensorflow as tf
 
 from tff_feddst.algorithms import registry
-from tff_feddst import data as data_lib
-from tff_feddst import models as models_lib
-from tff_feddst import program
-from tff_feddst import runtime
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
+# TensorFlow and the modules that use it (`tf`, `data_lib`, `models_lib`,
+# `program`, `runtime`) are imported by main() once the flags are parsed, so
+# that --help and a refused flag answer at once, not after ~10 s of imports.
+# Code that imports this module gets them as attributes.
+_TF_MODULES = ('tf', 'data_lib', 'models_lib', 'program', 'runtime')
 
-DATASETS = tuple(data_lib.DATASET_NAMES) + ('emnist', 'tfrecord')
+
+def _import_tf_modules() -> None:
+  """Imports TensorFlow, then the modules that use it, as module globals."""
+  # pylint: disable=global-statement,g-import-not-at-top,redefined-outer-name
+  global tf, data_lib, models_lib, program, runtime
+  from tff_feddst import tf_import
+  tf = tf_import.import_tensorflow()  # First: safe inside absl's main().
+  from tff_feddst import data as data_lib
+  from tff_feddst import models as models_lib
+  from tff_feddst import program
+  from tff_feddst import runtime
+
+
+def __getattr__(name: str):
+  """`launcher.program` etc. for tests that import this module."""
+  if name in _TF_MODULES:
+    _import_tf_modules()
+    return globals()[name]
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+# The library's names, kept equal to tff_feddst.data.DATASET_NAMES,
+# data.PARTITIONS and models.MODELS by tests/launchers/test_instant_cli.py
+# (importing them would load TensorFlow).
+_CENTRALIZED_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100',
+                         'digits', 'synthetic')
+PARTITIONS = ('dirichlet', 'k_class', 'iid')
+MODELS = ('mnist_cnn', 'cifar_cnn', 'femnist_cnn', 'digits_cnn', 'mlp')
+DATASETS = _CENTRALIZED_DATASETS + ('emnist', 'tfrecord')
 # Datasets whose clients are given, not partitioned by us.
 _FEDERATED_DATASETS = ('emnist', 'tfrecord')
 # --model default for --dataset=tfrecord, by the input shape in its spec.
@@ -120,10 +150,10 @@ flags.DEFINE_enum('dataset', 'digits', DATASETS,
 flags.DEFINE_string('data_dir', None, 'Directory holding the dataset files '
                     '(for emnist: the directory of emnist_all.sqlite, default '
                     '~/.tff).')
-flags.DEFINE_enum('model', None, tuple(models_lib.MODELS),
+flags.DEFINE_enum('model', None, MODELS,
                   'Default by dataset: ' + ', '.join(
                       f'{d}->{m}' for d, m in DEFAULT_MODELS.items()) + '.')
-flags.DEFINE_enum('partition', 'dirichlet', data_lib.PARTITIONS,
+flags.DEFINE_enum('partition', 'dirichlet', PARTITIONS,
                   'How examples are split over clients (not for emnist, '
                   'whose clients are the writers).')
 flags.DEFINE_float('beta', 0.1, 'Dirichlet concentration β > 0 (smaller is '
@@ -317,8 +347,9 @@ def main(argv):
   quiet.filter_library_logs(_TF_LOG_LEVEL)
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  hp = resolve_hparams()  # TF-free: a missing --model default exits at once.
+  _import_tf_modules()
   tf.get_logger().setLevel('WARNING')  # absl already logs TF's INFO lines.
-  hp = resolve_hparams()
   root_dir = FLAGS.root_dir or os.path.join(
       default_root_dir(), hp['dataset'], hp['algorithm'])
   config = program.TrainConfig(

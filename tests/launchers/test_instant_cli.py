@@ -1,0 +1,107 @@
+"""The launchers' --help and flag refusals answer without importing TensorFlow.
+
+Each launcher runs as a child whose PYTHONPATH puts first a `tensorflow`
+package that raises on import: the answer must come anyway, so it cannot
+have waited ~10 s for TensorFlow. (Timings belong in benchmarks, not here.)
+"""
+
+import ast
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCHERS = REPO / 'launchers'
+TRAIN = LAUNCHERS / 'train.py'
+BLOCKED = 'tensorflow imported'
+
+
+@pytest.fixture(scope='module')
+def no_tf_env(tmp_path_factory):
+  """An environment in which `import tensorflow` fails loudly."""
+  fake = tmp_path_factory.mktemp('no_tf')
+  for package in ('tensorflow', 'tensorflow_federated'):
+    (fake / package).mkdir()
+    (fake / package / '__init__.py').write_text(
+        f'raise ImportError({BLOCKED!r})\n')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  env['PYTHONPATH'] = os.pathsep.join(
+      [str(fake), *filter(None, [os.environ.get('PYTHONPATH')])])
+  return env
+
+
+def run(env, script, *args):
+  return subprocess.run([sys.executable, str(script), *map(str, args)],
+                        cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=60, check=False)
+
+
+def test_the_fake_tensorflow_is_the_one_imported(no_tf_env):
+  """Else the tests below would pass with TensorFlow imported."""
+  result = subprocess.run(
+      [sys.executable, '-c', 'import tensorflow'], cwd=REPO, env=no_tf_env,
+      capture_output=True, text=True, timeout=60, check=False)
+  assert result.returncode != 0 and BLOCKED in result.stderr
+
+
+def test_train_help(no_tf_env):
+  result = run(no_tf_env, TRAIN, '--help')
+  assert result.returncode == 1, result.stderr[-3000:]  # absl's --help code.
+  assert '--client_epochs' in result.stdout
+  assert '--sparsity' in result.stdout
+  assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--epochs=3'], 'Did you mean --client_epochs?'),
+    (['--sparsity=1.5'], '--sparsity must be in [0, 1), got 1.5.'),
+    (['--clients_per_round=0'], '0 is not a positive integer'),
+    (['--clients_per_round=30'], '--clients_per_round=30 exceeds'),
+    (['--model=resnet'], 'value should be one of'),
+    (['--algorithm=fedavg', '--sparsity=0.5'], 'fedavg does not take it'),
+    (['--dataset=tfrecord'], '--dataset=tfrecord needs --data_dir'),
+    (['extra'], 'Unexpected arguments: extra'),
+])
+def test_train_refuses_a_bad_command_line(no_tf_env, tmp_path, args, message):
+  result = run(no_tf_env, TRAIN, *args, f'--root_dir={tmp_path / "run"}')
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert message in result.stderr
+  assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()
+
+
+def test_train_refuses_a_tfrecord_spec_without_a_default_model(
+    no_tf_env, tmp_path):
+  (tmp_path / 'feature_spec.json').write_text('{"input_shape": [5, 5, 1]}')
+  result = run(no_tf_env, TRAIN, '--dataset=tfrecord',
+               f'--data_dir={tmp_path}', f'--root_dir={tmp_path / "run"}')
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert '--dataset=tfrecord needs --model' in result.stderr
+  assert BLOCKED not in result.stderr
+
+
+def test_train_imports_tensorflow_once_the_flags_are_accepted(no_tf_env,
+                                                              tmp_path):
+  """Valid flags reach the TensorFlow import (here: the fake's error)."""
+  result = run(no_tf_env, TRAIN, '--rounds=1', f'--root_dir={tmp_path}/run')
+  assert result.returncode != 0 and BLOCKED in result.stderr
+
+
+def _literal(path, name):
+  """A module-level constant of a launcher, read without running it."""
+  for node in ast.parse(path.read_text()).body:
+    if (isinstance(node, ast.Assign) and len(node.targets) == 1
+        and getattr(node.targets[0], 'id', None) == name):
+      return ast.literal_eval(node.value)
+  raise AssertionError(f'{path} no longer defines {name}; update this test')
+
+
+def test_train_names_are_the_library_names():
+  """train.py spells out names that would cost a TensorFlow import."""
+  from tff_feddst import data, models  # pylint: disable=g-import-not-at-top
+  assert _literal(TRAIN, '_CENTRALIZED_DATASETS') == tuple(data.DATASET_NAMES)
+  assert _literal(TRAIN, 'PARTITIONS') == tuple(data.PARTITIONS)
+  assert _literal(TRAIN, 'MODELS') == tuple(models.MODELS)
