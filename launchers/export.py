@@ -24,11 +24,9 @@ _TF_LOG_LEVEL = quiet.silence_from_argv()  # Before TensorFlow is imported.
 from absl import app
 from absl import flags
 
-from tff_feddst import algorithms
-from tff_feddst import data as data_lib
-from tff_feddst import export
-from tff_feddst import models
-from tff_feddst import program
+# TensorFlow and the modules that use it are imported by main(), so that
+# --help and a refused flag answer at once, not after ~10 s of imports.
+from tff_feddst import tf_import
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _ROOT = flags.DEFINE_string('root_dir', None, 'Run directory of train.py.',
@@ -45,6 +43,7 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None,
 
 def _test_images(hparams: dict) -> tuple:
   """(test images, input shape, number of classes) of the run's dataset."""
+  from tff_feddst import data as data_lib  # pylint: disable=g-import-not-at-top
   data_dir = _DATA_DIR.value or hparams.get('data_dir')
   if hparams['dataset'] == 'emnist':
     federated = data_lib.load_emnist(
@@ -61,6 +60,14 @@ quiet.define_flag()
 def main(argv):
   quiet.filter_library_logs(_TF_LOG_LEVEL)
   del argv
+  tf_import.import_tensorflow()  # First: safe inside absl's main().
+  # pylint: disable=g-import-not-at-top
+  from tff_feddst import algorithms
+  from tff_feddst import data as data_lib
+  from tff_feddst import export
+  from tff_feddst import models
+  from tff_feddst import program
+  # pylint: enable=g-import-not-at-top
   hparams = program.read_hparams(_ROOT.value)
   weights_path = program.RunPaths.of(_ROOT.value).model_weights
   if hparams is None or not os.path.exists(weights_path):

@@ -12,6 +12,8 @@ tff_feddst.data.load_tfrecord). The directory appears whole or not at all,
 and an existing non-empty one is refused.
 """
 
+from __future__ import annotations
+
 import os
 
 import sys
@@ -27,13 +29,17 @@ from pathlib import Path
 from absl import app
 from absl import flags
 
-from tff_feddst import data as data_lib
-# Imported for its exit hook, which lets TFF's import-time context go quietly
-# (otherwise every run ends with "Exception ignored in ... __del__").
-from tff_feddst import runtime  # pylint: disable=unused-import
+# TensorFlow and the modules that use it are imported by main(), so that
+# --help and a refused flag answer at once, not after ~10 s of imports.
+from tff_feddst import tf_import
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-DATASETS = tuple(data_lib.DATASET_NAMES) + ('emnist',)
+# tff_feddst.data.DATASET_NAMES and data.PARTITIONS, kept equal by
+# tests/launchers/test_instant_cli.py (importing them would load TensorFlow).
+_CENTRALIZED_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100',
+                         'digits', 'synthetic')
+PARTITIONS = ('dirichlet', 'k_class', 'iid')
+DATASETS = _CENTRALIZED_DATASETS + ('emnist',)
 # launchers/train.py's default --total_clients (its SIZE_DEFAULTS): the
 # embedded datasets get its demo size, the others the paper's; emnist keeps
 # all writers.
@@ -47,7 +53,7 @@ _DATASET = flags.DEFINE_enum('dataset', 'digits', DATASETS,
                              'Bundled dataset to write.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Directory holding the '
                                 'dataset files, as for train.py.')
-_PARTITION = flags.DEFINE_enum('partition', 'dirichlet', data_lib.PARTITIONS,
+_PARTITION = flags.DEFINE_enum('partition', 'dirichlet', PARTITIONS,
                                'How examples are split over clients (not '
                                'for emnist).')
 _BETA = flags.DEFINE_float('beta', 0.1, 'Dirichlet concentration β > 0.')
@@ -78,6 +84,7 @@ def federated_data(dataset: str, data_dir: str | None, *,
                    classes_per_client: int = 2, min_examples: int = 0,
                    seed: int = 0) -> data_lib.FederatedData:
   """The clients train.py builds from the same flags (its defaults here)."""
+  from tff_feddst import data as data_lib  # pylint: disable=g-import-not-at-top
   if dataset == 'emnist':
     federated = data_lib.load_emnist(data_dir, min_examples=min_examples)
     if total_clients is not None:
@@ -119,6 +126,13 @@ def main(argv):
     # Checked before loading: a large dataset takes a while to partition.
     sys.exit(f'write_tfrecords.py: error: {output} exists and is not an '
              'empty directory; remove it or choose another')
+  tf_import.import_tensorflow()  # First: safe inside absl's main().
+  # pylint: disable=g-import-not-at-top,unused-import
+  from tff_feddst import data as data_lib
+  # Imported for its exit hook, which lets TFF's import-time context go
+  # quietly (otherwise every run ends with "Exception ignored in ... __del__").
+  from tff_feddst import runtime
+  # pylint: enable=g-import-not-at-top,unused-import
   try:
     federated = federated_data(
         _DATASET.value, _DATA_DIR.value, partition=_PARTITION.value,

@@ -16,6 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHERS = REPO / 'launchers'
 TRAIN = LAUNCHERS / 'train.py'
+EXPORT = LAUNCHERS / 'export.py'
+WRITE_TFRECORDS = LAUNCHERS / 'write_tfrecords.py'
+PLOT = LAUNCHERS / 'plot.py'
 BLOCKED = 'tensorflow imported'
 
 
@@ -90,6 +93,55 @@ def test_train_imports_tensorflow_once_the_flags_are_accepted(no_tf_env,
   assert result.returncode != 0 and BLOCKED in result.stderr
 
 
+@pytest.mark.parametrize('script,flag', [
+    (EXPORT, '--num_samples'), (WRITE_TFRECORDS, '--output_dir'),
+    (PLOT, '--run_dirs'),
+])
+def test_other_launchers_help(no_tf_env, script, flag):
+  result = run(no_tf_env, script, '--help')
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert flag in result.stdout
+  assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('script,args,message', [
+    (EXPORT, [], 'Flag --root_dir must have a value'),
+    (EXPORT, ['--root_dir=r', '--num_samples=0'], 'not a positive integer'),
+    (EXPORT, ['--root_dir=r', '--int9'], "Unknown command line flag 'int9'"),
+    (WRITE_TFRECORDS, [], 'Flag --output_dir must have a value'),
+    (WRITE_TFRECORDS, ['--output_dir=o', '--beta=0'], '--beta must be > 0'),
+    (WRITE_TFRECORDS, ['--output_dir=o', '--dataset=imagenet'],
+     'value should be one of'),
+    (WRITE_TFRECORDS, ['--output_dir=o', 'extra'], 'Unexpected arguments'),
+    (PLOT, [], 'Flag --run_dirs must have a value'),
+    (PLOT, ['--run_dirs=a', 'extra'], 'Unexpected arguments'),
+])
+def test_other_launchers_refuse_a_bad_command_line(no_tf_env, script, args,
+                                                   message):
+  result = run(no_tf_env, script, *args)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert message in result.stderr
+  assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_write_tfrecords_refuses_a_non_empty_directory_at_once(no_tf_env,
+                                                               tmp_path):
+  (tmp_path / 'kept').write_text('')
+  result = run(no_tf_env, WRITE_TFRECORDS, f'--output_dir={tmp_path}')
+  assert result.returncode == 1
+  assert 'exists and is not an empty directory' in result.stderr
+  assert BLOCKED not in result.stderr
+
+
+@pytest.mark.parametrize('script', [EXPORT, WRITE_TFRECORDS])
+def test_other_launchers_import_tensorflow_once_the_flags_are_accepted(
+    no_tf_env, tmp_path, script):
+  """Valid flags reach the TensorFlow import (here: the fake's error)."""
+  flag = '--root_dir' if script == EXPORT else '--output_dir'
+  result = run(no_tf_env, script, f'{flag}={tmp_path / "out"}')
+  assert result.returncode != 0 and BLOCKED in result.stderr
+
+
 def _literal(path, name):
   """A module-level constant of a launcher, read without running it."""
   for node in ast.parse(path.read_text()).body:
@@ -99,9 +151,12 @@ def _literal(path, name):
   raise AssertionError(f'{path} no longer defines {name}; update this test')
 
 
-def test_train_names_are_the_library_names():
-  """train.py spells out names that would cost a TensorFlow import."""
+def test_launcher_names_are_the_library_names():
+  """The launchers spell out names that would cost a TensorFlow import."""
   from tff_feddst import data, models  # pylint: disable=g-import-not-at-top
   assert _literal(TRAIN, '_CENTRALIZED_DATASETS') == tuple(data.DATASET_NAMES)
   assert _literal(TRAIN, 'PARTITIONS') == tuple(data.PARTITIONS)
   assert _literal(TRAIN, 'MODELS') == tuple(models.MODELS)
+  assert (_literal(WRITE_TFRECORDS, '_CENTRALIZED_DATASETS')
+          == tuple(data.DATASET_NAMES))
+  assert _literal(WRITE_TFRECORDS, 'PARTITIONS') == tuple(data.PARTITIONS)
