@@ -26,10 +26,6 @@ from pathlib import Path
 from absl import app
 from absl import flags
 from absl import logging
-import matplotlib
-
-matplotlib.use('Agg')
-from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_list('run_dirs', None, 'Comma-separated run root directories.')
 flags.DEFINE_string('output_dir', 'plots', 'Where to write the PNG files.')
@@ -80,6 +76,10 @@ def read_run(run_dir: str | os.PathLike) -> tuple[str, list[dict]]:
 
 
 def _figure(runs: list[tuple[str, list[dict]]], x_axis: str) -> bytes:
+  # Imported here: --help and flag errors need not wait for matplotlib.
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   column, x_label, scale = X_AXES[x_axis]
   fig, axes = plt.subplots(1, len(PANELS), figsize=(11, 4.2), sharey=True)
   for ax, (metric, title) in zip(axes, PANELS):
