@@ -113,6 +113,64 @@ def _check_input_spec(input_spec, model: tf.keras.Model):
         '`dataset.batch(b).element_spec`.')
 
 
+class _InitialModel(NamedTuple):
+  """The masked initial weights (numpy) and what the builders need of them."""
+  layout: layout_lib.ModelLayout
+  trainable: list[np.ndarray]
+  non_trainable: list[np.ndarray]
+  kernel_shapes: list[tuple[int, ...]]
+  bias_sizes: list[int]
+
+
+def _initial_model(model_fn, input_spec, sparsity: float, distribution: str, *,
+                   seed, initial_weights) -> _InitialModel:
+  """Builds, wraps and magnitude-prunes the initial model, eagerly, once.
+
+  Computed once (not inside a TFF computation) so that `seed` fixes it.
+  """
+  if seed is not None:
+    tf.keras.utils.set_random_seed(seed)
+  plain_model = model_fn()
+  if initial_weights is not None:
+    models_lib.copy_weights(plain_model, initial_weights)
+  model = models_lib.make_prunable(plain_model)
+  _check_input_spec(input_spec, model)
+  models_lib.apply_initial_masks(model, sparsity, distribution)
+  layout = layout_lib.build_layout(model, sparsity, distribution)
+  logging.info('FedDST layer densities (%s, S=%.3f): %s', distribution,
+               sparsity, ', '.join(
+                   f'{n}={c / s:.4f}' for n, c, s in zip(
+                       layout.kernel_names, layout.live_counts,
+                       layout.kernel_sizes)))
+  return _InitialModel(
+      layout, [v.numpy() for v in model.trainable_weights],
+      [v.numpy() for v in model.non_trainable_weights],
+      models_lib.kernel_shapes(model), models_lib.bias_sizes(model))
+
+
+def _training_models_fn(model_fn, loss_fn, input_spec, metrics_fn):
+  """The client work's `models_fn`: (TF-MOT-wrapped Keras model, tff model).
+
+  TF-MOT wraps the user's layers themselves, so the plain model shares every
+  variable with the wrapped one. Clients train through the plain model: the
+  masks stay in TF-MOT's variables and are applied after every step, which
+  makes the wrapper's own per-forward `kernel * mask` copy redundant (it cost
+  ~10% of the round time).
+  """
+  def models_fn():
+    plain = model_fn()
+    wrapped = models_lib.make_prunable(plain, log=False)
+    same = ([v.ref() for v in plain.trainable_weights] ==
+            [v.ref() for v in wrapped.trainable_weights])
+    forward_model = plain if same else wrapped
+    model = tff.learning.models.from_keras_model(
+        forward_model, loss=_loss(loss_fn), input_spec=input_spec,
+        metrics=metrics_fn() if metrics_fn else None)
+    return wrapped, model
+
+  return models_fn
+
+
 class FedDSTComponents(NamedTuple):
   """The parts `build_weighted_feddst` composes (for tests and custom loops)."""
   layout: layout_lib.ModelLayout
@@ -238,54 +296,22 @@ def build_feddst_components(
   _loss(loss_fn)  # Fail early on a bad loss.
   runtime.own_default_context()  # Our worker, not TFF's (it outlives Python).
 
-  # Initial weights, computed eagerly once so that `seed` fixes them.
-  if seed is not None:
-    tf.keras.utils.set_random_seed(seed)
-  plain_model = model_fn()
-  if initial_weights is not None:
-    models_lib.copy_weights(plain_model, initial_weights)
-  initial_model = models_lib.make_prunable(plain_model)
-  _check_input_spec(input_spec, initial_model)
-  models_lib.apply_initial_masks(initial_model, sparsity, sparsity_distribution)
-  layout = layout_lib.build_layout(initial_model, sparsity, sparsity_distribution)
+  start = _initial_model(model_fn, input_spec, sparsity, sparsity_distribution,
+                         seed=seed, initial_weights=initial_weights)
+  layout = start.layout
   count_table = finalizer_lib.live_count_table(
-      layout, models_lib.kernel_shapes(initial_model), sparsity,
-      final_sparsity, readjustment_end_round, sparsity_distribution,
-      bias_sizes=models_lib.bias_sizes(initial_model))
-  initial_trainable = [v.numpy() for v in initial_model.trainable_weights]
-  initial_non_trainable = [v.numpy() for v in initial_model.non_trainable_weights]
-  logging.info('FedDST layer densities (%s, S=%.3f): %s', sparsity_distribution,
-               sparsity, ', '.join(
-                   f'{n}={c / s:.4f}' for n, c, s in zip(
-                       layout.kernel_names, layout.live_counts,
-                       layout.kernel_sizes)))
-  del initial_model
+      layout, start.kernel_shapes, sparsity, final_sparsity,
+      readjustment_end_round, sparsity_distribution,
+      bias_sizes=start.bias_sizes)
 
   @tff.tensorflow.computation
   def initial_model_weights_fn():
     return tff.learning.models.ModelWeights(
-        [tf.constant(w) for w in initial_trainable],
-        [tf.constant(w) for w in initial_non_trainable])
+        [tf.constant(w) for w in start.trainable],
+        [tf.constant(w) for w in start.non_trainable])
 
   weights_type = initial_model_weights_fn.type_signature.result
-
-  def models_fn():
-    # TF-MOT wraps the user's layers themselves, so the plain model shares
-    # every variable with the wrapped one. Clients train through the plain
-    # model: the masks stay in TF-MOT's variables and are applied after every
-    # step, which makes the wrapper's own per-forward `kernel * mask` copy
-    # redundant (it cost ~10% of the round time).
-    plain = model_fn()
-    wrapped = models_lib.make_prunable(plain, log=False)
-    same = ([v.ref() for v in plain.trainable_weights] ==
-            [v.ref() for v in wrapped.trainable_weights])
-    forward_model = plain if same else wrapped
-    loss = _loss(loss_fn)
-    model = tff.learning.models.from_keras_model(
-        forward_model, loss=loss, input_spec=input_spec,
-        metrics=metrics_fn() if metrics_fn else None)
-    return wrapped, model
-
+  models_fn = _training_models_fn(model_fn, loss_fn, input_spec, metrics_fn)
   distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
   payload_type = distributor.next.type_signature.result.result.member
   data_type = tff.SequenceType(tff.types.tensorflow_to_type(input_spec))
