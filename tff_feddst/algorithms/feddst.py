@@ -7,6 +7,15 @@ One builder composes a sparse distributor, the masked client work, the masked
 sum aggregator and the mask finalizer with `compose_learning_process`.
 FedAvg (S=0), FedAvgM (S=0 + server momentum), FedProx (μ>0), RandomMask
 (S>0, α=0) and FedDST+FedProx are the same builder with other arguments.
+
+With `dp_noise_multiplier` set, the same builder gives DP-FedAvg (McMahan et
+al., ICLR 2018) on the sparse model (`tff_feddst.privacy`): clients upload
+their delta over the live weights and dense params, TFF's
+`DifferentiallyPrivateFactory` clips and noises it, and the global mask is
+*fixed*: a client's readjusted mask, and the server's vote counts over those
+masks, would reveal which weights each client keeps (a function of its data)
+outside the noised sum. So DP runs take no readjustment (α = 0: dense FedAvg
+at S=0, RandomMask at S>0); FedDST with readjustment is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ from tff_feddst import runtime
 from tff_feddst import sparse as sparse_lib
 from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.aggregators import masked_mean
+from tff_feddst.privacy import aggregator as dp_aggregator_lib
+from tff_feddst.privacy import delta_client_work
+from tff_feddst.privacy import finalizer as dp_finalizer_lib
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import finalizer as finalizer_lib
@@ -90,6 +102,42 @@ def _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
   for ok, name, expected, value in checks:
     if not ok:
       raise ValueError(f'{name} must be {expected}, got {value!r}.')
+
+
+def _dp_config(noise_multiplier, clip_norm, adaptive_quantile,
+               clients_per_round, *, readjustment_ratio, upload_dtype,
+               final_sparsity) -> dp_aggregator_lib.DPConfig | None:
+  """The DP setting (None: off), refusing what DP mode cannot do."""
+  if noise_multiplier is None:
+    for name, value in (('dp_clip_norm', clip_norm),
+                        ('dp_adaptive_quantile', adaptive_quantile),
+                        ('dp_clients_per_round', clients_per_round)):
+      if value is not None:
+        raise ValueError(f'{name}={value!r} needs dp_noise_multiplier (None: '
+                         'no differential privacy).')
+    return None
+  refusals = [
+      (readjustment_ratio > 0, 'readjustment_ratio', readjustment_ratio,
+       'must be 0 with differential privacy: the global mask is fixed in DP '
+       'mode, because readjusted client masks (and the server\'s vote counts '
+       'over them) would reveal which weights each client keeps, outside the '
+       'noised sum. Use RandomMask (S>0) or FedAvg (S=0)'),
+      (upload_dtype != 'float32', 'upload_dtype', upload_dtype,
+       "must be 'float32' with differential privacy (the clipped, noised "
+       'delta is summed in float32)'),
+      (final_sparsity is not None, 'final_sparsity', final_sparsity,
+       'must be None with differential privacy (the mask is fixed, so its '
+       'sparsity cannot move)'),
+      (clients_per_round is None, 'dp_clients_per_round', clients_per_round,
+       'is required with differential privacy: the clients sampled per '
+       'round, the fixed denominator of the mean'),
+  ]
+  for refused, name, value, why in refusals:
+    if refused:
+      raise ValueError(f'{name}={value!r} {why}.')
+  return dp_aggregator_lib.DPConfig(
+      noise_multiplier=noise_multiplier, clients_per_round=clients_per_round,
+      clip_norm=clip_norm, adaptive_quantile=adaptive_quantile)
 
 
 def _check_input_spec(input_spec, model: tf.keras.Model):
@@ -222,6 +270,10 @@ def build_feddst_components(
     final_sparsity: float | None = None,
     consensus_regrowth: bool = False,
     initial_weights: Any = None,
+    dp_noise_multiplier: float | None = None,
+    dp_clip_norm: float | None = None,
+    dp_adaptive_quantile: float | None = None,
+    dp_clients_per_round: int | None = None,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
 ) -> FedDSTComponents:
@@ -278,6 +330,16 @@ def build_feddst_components(
       architecture `model_fn` builds, or its `get_weights()` arrays. The
       initial masks are the magnitude pruning of these weights. None: the
       random init (seeded by `seed`).
+    dp_noise_multiplier: z; turns on DP-FedAvg (see the module docstring):
+      the clipped deltas' sum gets Gaussian noise of stddev z·C (0: clipping
+      only). None: no differential privacy. Needs readjustment_ratio=0.
+    dp_clip_norm: C, the L2 bound of each client's delta (fixed clipping).
+    dp_adaptive_quantile: instead of `dp_clip_norm`, clip adaptively at this
+      quantile of the update norms (Andrew et al. 2021; TFF's
+      `gaussian_adaptive`, z then the effective total multiplier).
+    dp_clients_per_round: the clients sampled per round; the DP mean divides
+      by it, not by the clients that came. ε is reported by the training
+      program (`privacy.accounting`).
     loop_implementation: the local training loop (`tff.learning`).
   """
   _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
@@ -285,6 +347,10 @@ def build_feddst_components(
               client_weight_decay, regrowth_gradient_batches, client_norm_bound,
               readjust_after_epoch, final_sparsity)
   upload_tf_dtype = sparse_lib.codec.upload_dtype(upload_dtype)
+  dp_config = _dp_config(
+      dp_noise_multiplier, dp_clip_norm, dp_adaptive_quantile,
+      dp_clients_per_round, readjustment_ratio=readjustment_ratio,
+      upload_dtype=upload_dtype, final_sparsity=final_sparsity)
   if sparsity_distribution not in sparsity_lib.DISTRIBUTIONS:
     raise ValueError(f'sparsity_distribution must be one of '
                      f'{sparsity_lib.DISTRIBUTIONS}, got {sparsity_distribution!r}.')
@@ -331,6 +397,10 @@ def build_feddst_components(
       loop_implementation=loop_implementation,
       always_dense=[min(row[i] for row in count_table) == size
                     for i, size in enumerate(layout.kernel_sizes)])
+  if dp_config is not None:
+    return _dp_components(start, initial_model_weights_fn, distributor,
+                          client_work, dp_config, norm_bound=client_norm_bound,
+                          server_optimizer=server_optimizer)
   client_result_type = client_work.next.type_signature.result.result.member
   aggregator = masked_mean.MaskedSumFactory(
       layout, norm_bound=client_norm_bound).create(
@@ -344,6 +414,28 @@ def build_feddst_components(
           rounds_between=rounds_between_readjustments,
           end_round=readjustment_end_round, schedule=readjustment_schedule,
           live_count_table=count_table))
+  return FedDSTComponents(layout, initial_model_weights_fn, distributor,
+                          client_work, aggregator, finalizer)
+
+
+def _dp_components(start: _InitialModel, initial_model_weights_fn,
+                   distributor, masked_work, config, *, norm_bound,
+                   server_optimizer) -> FedDSTComponents:
+  """DP mode: delta uploads, TFF's DP mean, the fixed-mask finalizer."""
+  layout = start.layout
+  live = [int(np.sum(start.non_trainable[i] > 0)) for i in layout.mask_index]
+  if live != list(layout.live_counts):  # The upload's length relies on it.
+    raise AssertionError(f'initial masks keep {live} weights, the layout '
+                         f'{list(layout.live_counts)}.')
+  client_work = delta_client_work.build_delta_client_work(masked_work, layout)
+  result_type = client_work.next.type_signature.result.result.member
+  aggregator = dp_aggregator_lib.DPMeanFactory(
+      config, norm_bound=norm_bound).create(result_type.update,
+                                            result_type.update_weight)
+  finalizer = dp_finalizer_lib.build_delta_finalizer(
+      layout, initial_model_weights_fn.type_signature.result,
+      aggregator.next.type_signature.result.result.member,
+      server_optimizer=server_optimizer)
   return FedDSTComponents(layout, initial_model_weights_fn, distributor,
                           client_work, aggregator, finalizer)
 

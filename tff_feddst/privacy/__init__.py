@@ -1,0 +1,6 @@
+"""DP-FedAvg (McMahan et al., ICLR 2018) on sparse uploads with a fixed mask.
+
+`accounting` (ε with dp_accounting; no TensorFlow) is imported on its own by
+the training program; the TFF pieces (`flat_update`, `delta_client_work`,
+`aggregator`, `finalizer`) are composed by `algorithms.feddst`.
+"""
