@@ -112,7 +112,7 @@ def summarize(setting: str, variant: str) -> dict | None:
   out = dict(variant=variant, rounds=int(rows[-1]['round']))
   for mb in BUDGETS_MB:
     within = [report_lib.value(r, 'test/client_mean_accuracy') for r in evals
-              if report_lib.value(r, 'round/cumulative_uplink_bytes') <= mb * 1e6]
+              if report_lib.value(r, 'round/cumulative_uplink_bytes') <= mb * report_lib.BYTES_PER_MB]
     out[f'acc@{mb}MB'] = max(within) if within else None
   tail = [report_lib.value(r, 'test/client_mean_accuracy') for r in evals
           if int(r['round']) >= TAIL_FROM]
@@ -125,7 +125,7 @@ def summarize(setting: str, variant: str) -> dict | None:
   jaccards = [j for j in jaccards if j is not None]
   out['jaccard_readjusting'] = (sum(jaccards) / len(jaccards) if jaccards
                                 else None)
-  out['uplink_MB'] = report_lib.value(rows[-1], 'round/cumulative_uplink_bytes') / 1e6
+  out['uplink_MB'] = report_lib.value(rows[-1], 'round/cumulative_uplink_bytes') / report_lib.BYTES_PER_MB
   return out
 
 

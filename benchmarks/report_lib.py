@@ -6,14 +6,17 @@ from __future__ import annotations
 import csv
 import os
 
+from tff_feddst.program import metrics
+from tff_feddst.program import paths
+
 NOTES_MARKER = '<!-- Everything below this line is kept by --report. -->'
-BYTES_PER_MB = 1e6
+BYTES_PER_MB = metrics.BYTES_PER_MB
 
 
 def read_rows(run_dir: str) -> list[dict]:
   """The rows of a run's results/metrics.csv ([] before its first round)."""
-  path = os.path.join(run_dir, 'results', 'metrics.csv')
-  if not os.path.exists(path):
+  path = paths.RunPaths.of(run_dir).metrics_csv
+  if not path.exists():
     return []
   with open(path, newline='') as f:
     return list(csv.DictReader(f))
@@ -40,7 +43,5 @@ def write_doc(path: str, generated: str) -> str:
     if NOTES_MARKER in text:
       notes = text.split(NOTES_MARKER, 1)[1]
   text = generated.rstrip('\n') + '\n\n' + NOTES_MARKER + notes
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
+  paths.write_atomic(path, text)
   return text

@@ -99,7 +99,7 @@ def summarize(algorithm: str) -> dict | None:
   out = dict(algorithm=algorithm, rounds=int(rows[-1]['round']))
   for mb in _BUDGETS_MB:
     within = [r for r in evals
-              if _f(r, 'round/cumulative_uplink_bytes') <= mb * 1e6]
+              if _f(r, 'round/cumulative_uplink_bytes') <= mb * report_lib.BYTES_PER_MB]
     out[f'acc@{mb}MB'] = (max(_f(r, 'test/client_mean_accuracy')
                               for r in within) if within else None)
   for r_at in _AT_ROUNDS:
@@ -116,8 +116,8 @@ def summarize(algorithm: str) -> dict | None:
       sum(tail) / len(tail) if tail and out['rounds'] >= _ROUNDS.value
       else None)
   last = rows[-1]
-  out['uplink_MB'] = _f(last, 'round/cumulative_uplink_bytes') / 1e6
-  out['downlink_MB'] = _f(last, 'round/cumulative_downlink_bytes') / 1e6
+  out['uplink_MB'] = _f(last, 'round/cumulative_uplink_bytes') / report_lib.BYTES_PER_MB
+  out['downlink_MB'] = _f(last, 'round/cumulative_downlink_bytes') / report_lib.BYTES_PER_MB
   out['client_TFLOPs'] = sum(_f(r, 'round/client_flops') or 0 for r in rows) / 1e12
   out['wall_h'] = _f(last, 'time/elapsed_seconds') / 3600
   return out

@@ -27,21 +27,21 @@ from absl import app
 from absl import flags
 from absl import logging
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# TF-free: --help, flag errors and plots never load TensorFlow.
+from tff_feddst.program import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tff_feddst.program import paths  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 flags.DEFINE_list('run_dirs', None, 'Comma-separated run root directories.')
 flags.DEFINE_string('output_dir', 'plots', 'Where to write the PNG files.')
 flags.mark_flag_as_required('run_dirs')
 FLAGS = flags.FLAGS
 
-# The file layout of tff_feddst.program.paths.RunPaths (not imported: it
-# would load TensorFlow).
-METRICS_CSV = os.path.join('results', 'metrics.csv')
-HPARAMS_JSON = 'hparams.json'
-_BYTES_PER_MB = 1e6
 PANELS = (('test/client_mean_accuracy', 'mean client-local test accuracy'),
           ('test/accuracy', 'global test accuracy'))
 X_AXES = {
     'uplink': ('round/cumulative_uplink_bytes', 'cumulative uplink (MB)',
-               1.0 / _BYTES_PER_MB),
+               1.0 / metrics.BYTES_PER_MB),
     'rounds': ('round', 'round', 1.0),
 }
 
@@ -60,7 +60,8 @@ def _float(text: str | None) -> float | None:
 def read_run(run_dir: str | os.PathLike) -> tuple[str, list[dict]]:
   """(label, evaluated rows as {column: float}) of one run."""
   run_dir = Path(run_dir)
-  csv_path, hparams_path = run_dir / METRICS_CSV, run_dir / HPARAMS_JSON
+  run_paths = paths.RunPaths.of(run_dir)
+  csv_path, hparams_path = run_paths.metrics_csv, run_paths.hparams
   for path in (csv_path, hparams_path):
     if not path.is_file():
       raise RunError(f'{path} not found: is {run_dir} a training run '
@@ -101,16 +102,6 @@ def _figure(runs: list[tuple[str, list[dict]]], x_axis: str) -> bytes:
   return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-  try:
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-
-
 def plot_runs(run_dirs: list[str], output_dir: str | os.PathLike) -> list[Path]:
   """Writes the two PNG files for `run_dirs` into `output_dir`; returns their paths."""
   runs = [read_run(d) for d in run_dirs]
@@ -122,7 +113,7 @@ def plot_runs(run_dirs: list[str], output_dir: str | os.PathLike) -> list[Path]:
   written = []
   for x_axis in X_AXES:
     path = output_dir / f'accuracy_vs_{x_axis}.png'
-    _write_atomic(path, _figure(runs, x_axis))
+    paths.write_atomic(path, _figure(runs, x_axis))
     written.append(path)
   return written
 

@@ -27,6 +27,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tff_feddst.program import paths
+
 FLOAT_TOLERANCE = 1e-4     # max |logit difference| for float exports
 INT8_MIN_AGREEMENT = 0.9   # top-1 agreement with the float model for int8
 
@@ -58,13 +60,6 @@ def _dir_bytes(path: str) -> tuple[int, int]:
         total += os.path.getsize(os.path.join(root, f))
     tar.add(path, arcname=os.path.basename(path))
   return total, len(buf.getvalue())
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
 
 
 def _run_tflite(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
@@ -141,7 +136,7 @@ def export_model(model: tf.keras.Model, output_dir: str, sample_inputs, *,
     diff, agree = _compare(filename, expected, _run_tflite(data, x),
                            int8=is_int8)
     path = os.path.join(output_dir, filename)
-    _write_atomic(path, data)
+    paths.write_atomic(path, data)
     artifacts.append(ExportedArtifact(filename, path, len(data),
                                       _gzip_size(data), diff, agree))
   return artifacts

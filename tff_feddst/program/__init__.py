@@ -1,28 +1,48 @@
-"""The training program on `tff.program`: sampling, checkpoints, releases, evaluation."""
+"""The training program on `tff.program`: sampling, checkpoints, releases, evaluation.
 
-from tff_feddst.program.evaluation import Evaluator
-from tff_feddst.program.evaluation import mean_client_accuracy
-from tff_feddst.program.hparams import check_hparams
-from tff_feddst.program.hparams import HparamsMismatchError
-from tff_feddst.program.hparams import read_hparams
-from tff_feddst.program.hparams import RESULT_NEUTRAL_KEYS
-from tff_feddst.program.hparams import write_or_check_hparams
-from tff_feddst.program.interrupts import Interrupted
-from tff_feddst.program.interrupts import signals_raise
-from tff_feddst.program.metrics import flatten_metrics
-from tff_feddst.program.paths import RunPaths
-from tff_feddst.program.paths import write_atomic
-from tff_feddst.program.run_lock import hold_run_directory
-from tff_feddst.program.run_lock import RunDirectoryInUseError
-from tff_feddst.program.sampling import batch_input_spec
-from tff_feddst.program.sampling import client_shuffle_seed
-from tff_feddst.program.sampling import round_datasets
-from tff_feddst.program.sampling import sample_clients
-from tff_feddst.program.train_loop import load_model_weights
-from tff_feddst.program.train_loop import NoUsableCheckpointError
-from tff_feddst.program.train_loop import run_hparams
-from tff_feddst.program.train_loop import save_model_weights
-from tff_feddst.program.train_loop import train
-from tff_feddst.program.train_loop import TrainConfig
-from tff_feddst.program.train_loop import TrainingInterrupted
-from tff_feddst.program.train_loop import TrainResult
+Loaded on first use, so that the TF-free parts (`paths`, `run_lock`, `hparams`)
+serve command lines that answer before TensorFlow is imported.
+"""
+
+import importlib
+
+_EXPORTS = {
+    'Evaluator': 'evaluation',
+    'mean_client_accuracy': 'evaluation',
+    'check_hparams': 'hparams',
+    'HparamsMismatchError': 'hparams',
+    'read_hparams': 'hparams',
+    'RESULT_NEUTRAL_KEYS': 'hparams',
+    'write_or_check_hparams': 'hparams',
+    'Interrupted': 'interrupts',
+    'signals_raise': 'interrupts',
+    'flatten_metrics': 'metrics',
+    'RunPaths': 'paths',
+    'write_atomic': 'paths',
+    'hold_run_directory': 'run_lock',
+    'RunDirectoryInUseError': 'run_lock',
+    'batch_input_spec': 'sampling',
+    'client_shuffle_seed': 'sampling',
+    'round_datasets': 'sampling',
+    'sample_clients': 'sampling',
+    'load_model_weights': 'train_loop',
+    'NoUsableCheckpointError': 'train_loop',
+    'run_hparams': 'train_loop',
+    'save_model_weights': 'train_loop',
+    'train': 'train_loop',
+    'TrainConfig': 'train_loop',
+    'TrainingInterrupted': 'train_loop',
+    'TrainResult': 'train_loop',
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    module = importlib.import_module(f'{__name__}.{_EXPORTS[name]}')
+    return getattr(module, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+  return sorted(list(globals()) + __all__)

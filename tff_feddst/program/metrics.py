@@ -6,7 +6,8 @@ names drop the `client_work/` level (`train/...`, `round/...`), rename Keras'
 `sparse_categorical_accuracy` to `accuracy`, and spell the finalizer's
 densities as `density/total` and `density/<kernel name>` (e.g.
 `density/fc1/kernel`). `round/round_num` (0-based) is dropped: the release key
-is the 1-based round. Booleans become 0/1.
+is the 1-based round. Booleans become 0/1. Byte counts are reported in MB
+of `BYTES_PER_MB` bytes (logs, plots, docs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+BYTES_PER_MB = 1e6  # 1 MB = 10**6 bytes wherever the project reports MB.
 
 _PREFIX_RENAMES = (
     ('client_work/train/', 'train/'),

@@ -90,7 +90,7 @@ from tff_feddst.program import paths
 from tff_feddst.program import run_lock
 from tff_feddst.program import sampling
 
-_BYTES_PER_MB = 1e6
+_BYTES_PER_MB = metrics_lib.BYTES_PER_MB
 _STATE_PREFIX = 'program_state_'  # FileProgramStateManager's, made explicit.
 _DAMAGED_PREFIX = 'damaged_'
 
