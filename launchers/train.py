@@ -32,6 +32,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tff_feddst import quiet  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+quiet.exit_quietly_on_interrupt('train.py')  # Until the run takes over.
 _TF_LOG_LEVEL = quiet.silence_from_argv()  # Before TensorFlow is imported.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -36,6 +36,27 @@ class _OwnRecordsOnly(logging.Filter):
         logging.WARNING)
 
 
+def exit_quietly_on_interrupt(program: str) -> None:
+  """Until the run installs its own handlers: Ctrl-C exits with one line.
+
+  A launcher spends its first ~10 s importing TensorFlow and building the
+  process; a Ctrl-C then would print a long KeyboardInterrupt traceback from
+  inside some import. Nothing has been written yet, so exiting at once is
+  safe. The training program's own handlers (`program.signals_raise`)
+  replace this one while the run holds its directory.
+  """
+  import signal  # pylint: disable=g-import-not-at-top
+
+  def handler(signum, frame):
+    del signum, frame
+    sys.stderr.write(f'{program}: interrupted (SIGINT) while starting; '
+                     'nothing was written — run the same command to start.\n')
+    sys.stderr.flush()
+    os._exit(130)  # pylint: disable=protected-access
+
+  signal.signal(signal.SIGINT, handler)
+
+
 def silence_from_argv(argv=None) -> str:
   """Sets TensorFlow's C++ log level from `--tf_log_level` (before import)."""
   level = _level(sys.argv if argv is None else argv)

@@ -7,6 +7,7 @@ have waited ~10 s for TensorFlow. (Timings belong in benchmarks, not here.)
 
 import ast
 import os
+import signal
 from pathlib import Path
 import subprocess
 import sys
@@ -160,3 +161,30 @@ def test_launcher_names_are_the_library_names():
   assert (_literal(WRITE_TFRECORDS, '_CENTRALIZED_DATASETS')
           == tuple(data.DATASET_NAMES))
   assert _literal(WRITE_TFRECORDS, 'PARTITIONS') == tuple(data.PARTITIONS)
+
+
+def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path):
+  """A Ctrl-C during the ~10 s TensorFlow import: no traceback, no run dir.
+
+  The fake `tensorflow` here imports slowly (sleeps) instead of failing, so
+  the signal surely lands inside the import.
+  """
+  fake = tmp_path / 'slow_tf'
+  (fake / 'tensorflow').mkdir(parents=True)
+  (fake / 'tensorflow' / '__init__.py').write_text(
+      'import sys, time\nsys.stderr.write("importing\\n")\nsys.stderr.flush()\n'
+      'time.sleep(60)\n')
+  env = dict(os.environ, PYTHONPATH=str(fake))
+  root = tmp_path / 'run'
+  child = subprocess.Popen(
+      [sys.executable, str(TRAIN), f'--root_dir={root}', '--rounds=2'],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  assert child.stderr.readline() == 'importing\n'  # Inside the import now.
+  child.send_signal(signal.SIGINT)
+  _, stderr = child.communicate(timeout=60)
+  assert child.returncode == 130, stderr
+  assert stderr.strip().splitlines() == [
+      'train.py: interrupted (SIGINT) while starting; nothing was written — '
+      'run the same command to start.'], stderr
+  assert not root.exists()
