@@ -233,6 +233,25 @@ def _register_validators() -> None:
              f'{values["dataset"]})') + '.')
     return True
 
+  @flags.multi_flags_validator(['dp_noise_multiplier', 'dp_adaptive_quantile',
+                                'dp_clip_norm', 'clients_per_round',
+                                'dataset'])
+  def _adaptive_dp(values):  # pylint: disable=unused-variable
+    # TFF's gaussian_adaptive gives the clip estimate noise 0.05 m and needs
+    # z < 2 * 0.05 m (privacy.aggregator.DPConfig says why).
+    z = values['dp_noise_multiplier']
+    per_round = values['clients_per_round'] or SIZE_DEFAULTS[
+        _size(values['dataset'])]['clients_per_round']
+    adaptive = (values['dp_adaptive_quantile'] is not None and
+                values['dp_clip_norm'] is None)
+    if z is not None and adaptive and z >= 0.1 * per_round:
+      raise flags.ValidationError(
+          f'--dp_noise_multiplier={z} needs more than {z / 0.1:g} '
+          f'--clients_per_round (has {per_round}) with '
+          '--dp_adaptive_quantile: the clip estimate takes its share of the '
+          'privacy budget; or clip at a fixed --dp_clip_norm.')
+    return True
+
   @flags.multi_flags_validator(['algorithm', 'dataset', 'rounds',
                                 *registry.OPTIONS])
   def _algorithm(values):  # pylint: disable=unused-variable
@@ -359,7 +378,8 @@ def main(argv):
       seed=hp['seed'], eval_every=(FLAGS.eval_every or SIZE_DEFAULTS[
           _size(hp['dataset'])]['eval_every']),
       checkpoint_every=FLAGS.checkpoint_every,
-      upload_cap_mb=FLAGS.upload_cap_mb)
+      upload_cap_mb=FLAGS.upload_cap_mb,
+      dp_noise_multiplier=hp['dp_noise_multiplier'], dp_delta=hp['dp_delta'])
   # Ctrl-C and SIGTERM end the run with one line saying how to resume, and
   # `program.train` lets them land only between its writes.
   try:

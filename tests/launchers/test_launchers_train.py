@@ -139,10 +139,47 @@ def parse(launcher):
     (['--algorithm=random_mask', '--remember_old'], '--remember_old'),
     (['--readjust_after_epoch=11'], '--readjust_after_epoch'),
     (['--sparsity=0.9', '--final_sparsity=0.8'], '--final_sparsity'),
+    # Differential privacy.
+    (['--algorithm=fedavg', '--dp_noise_multiplier=-1', '--dp_clip_norm=1'],
+     '--dp_noise_multiplier must be >= 0'),
+    (['--algorithm=fedavg', '--dp_noise_multiplier=1', '--dp_clip_norm=0'],
+     '--dp_clip_norm must be > 0'),
+    (['--algorithm=fedavg', '--dp_noise_multiplier=1', '--dp_clip_norm=1',
+      '--dp_delta=1'], '--dp_delta must be in'),
+    (['--algorithm=fedavg', '--dp_noise_multiplier=1', '--dp_clip_norm=1',
+      '--dp_delta=0'], '--dp_delta must be in'),
+    (['--algorithm=fedavg', '--dp_clip_norm=1'],
+     '--dp_clip_norm needs --dp_noise_multiplier'),
+    (['--algorithm=fedavg', '--dp_noise_multiplier=1'],
+     'exactly one of --dp_clip_norm'),
+    (['--algorithm=fedavg', '--dp_noise_multiplier=1', '--dp_clip_norm=1',
+      '--dp_adaptive_quantile=0.5'], 'exactly one of --dp_clip_norm'),
+    (['--algorithm=fedavg', '--dp_noise_multiplier=0.1',
+      '--dp_adaptive_quantile=1.5'], '--dp_adaptive_quantile must be in'),
+    (['--algorithm=fedavg', '--dp_noise_multiplier=1',
+      '--dp_adaptive_quantile=0.5'], '--dp_noise_multiplier=1.0 needs more'),
+    (['--dp_noise_multiplier=1', '--dp_clip_norm=1'],
+     '--readjustment_ratio must be 0 with --dp_noise_multiplier: DP runs '
+     'keep the global mask fixed, because'),
+    (['--algorithm=random_mask', '--dp_noise_multiplier=1',
+      '--dp_clip_norm=1', '--upload_dtype=bfloat16'], '--upload_dtype'),
+    (['--algorithm=random_mask', '--dp_noise_multiplier=1',
+      '--dp_clip_norm=1', '--final_sparsity=0.9'], '--final_sparsity'),
 ])
 def test_invalid_flags_rejected(parse, argv, flag):
   with pytest.raises(flags.IllegalFlagValueError, match=flag):
     parse(*argv)
+
+
+def test_dp_flags_resolve(launcher, parse):
+  hp = parse().resolve_hparams()
+  assert [hp[n] for n in ('dp_noise_multiplier', 'dp_clip_norm',
+                          'dp_adaptive_quantile', 'dp_delta')] == [None] * 4
+  launcher.FLAGS.unparse_flags()
+  hp = parse('--algorithm=random_mask', '--dp_noise_multiplier=0',
+             '--dp_clip_norm=0.5', '--dp_delta=1e-3').resolve_hparams()
+  assert (hp['dp_noise_multiplier'], hp['dp_clip_norm'], hp['dp_delta'],
+          hp['readjustment_ratio']) == (0.0, 0.5, 1e-3, 0.0)
 
 
 def test_default_demo_and_paper_sizes(parse):

@@ -10,6 +10,7 @@ import shutil
 import signal
 import time
 
+import dp_accounting
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -382,3 +383,24 @@ def test_checkpoint_with_the_old_counters_still_resumes(setup, reference_run,
   assert without_wall_clock(read_csv(root)) == without_wall_clock(
       read_csv(reference_run[0]))
   assert_same_weights(result, reference_run[1])
+
+
+def test_privacy_metrics_only_for_a_dp_process():
+  plain = train_loop.TrainConfig(root_dir='x', rounds=3, clients_per_round=4)
+  assert train_loop.privacy_metrics(plain, 40, 3) == {}
+  dp = train_loop.TrainConfig(root_dir='x', rounds=3, clients_per_round=4,
+                              dp_noise_multiplier=1.2)
+  got = train_loop.privacy_metrics(dp, 40, 3)
+  accountant = dp_accounting.rdp.RdpAccountant()
+  accountant.compose(dp_accounting.PoissonSampledDpEvent(
+      0.1, dp_accounting.GaussianDpEvent(1.2)), 3)
+  assert got['privacy/delta'] == 1 / 40
+  assert got['privacy/epsilon'] == pytest.approx(
+      accountant.get_epsilon(1 / 40), rel=1e-9)
+  with_delta = train_loop.TrainConfig(root_dir='x', rounds=3,
+                                      clients_per_round=4,
+                                      dp_noise_multiplier=1.2, dp_delta=1e-5)
+  assert train_loop.privacy_metrics(with_delta, 40, 3)['privacy/delta'] == 1e-5
+  with pytest.raises(ValueError, match='dp_delta'):
+    train_loop.TrainConfig(root_dir='x', rounds=3, clients_per_round=4,
+                           dp_delta=1e-5)

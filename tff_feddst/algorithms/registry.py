@@ -123,6 +123,23 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     # FedProx clients.
     Option('prox_mu', float, 1.0, 'FedProx μ (the reference uses 1).',
            _within(0, None, lo_open=True), '> 0', off=0.0),
+    # Differential privacy (DP-FedAvg on a fixed mask; tff_feddst/privacy).
+    Option('dp_noise_multiplier', float, None,
+           'z: DP-FedAvg, Gaussian noise of stddev z·C on the clipped sum of '
+           'client deltas (0: clipping only); default: no DP. Fixes the '
+           'mask (needs --readjustment_ratio=0: random_mask or fedavg).',
+           _within(0, None), '>= 0'),
+    Option('dp_clip_norm', float, None,
+           'C: L2 bound of each client delta (fixed clipping).',
+           _within(0, None, lo_open=True), '> 0'),
+    Option('dp_adaptive_quantile', float, None,
+           'Instead of --dp_clip_norm: clip adaptively at this quantile of '
+           'the update norms (Andrew et al. 2021).',
+           _within(0, 1, lo_open=True, hi_open=True), 'in (0, 1)'),
+    Option('dp_delta', float, None,
+           'δ of the reported privacy/epsilon; default 1 / the clients of '
+           'the federation.', _within(0, 1, lo_open=True, hi_open=True),
+           'in (0, 1)'),
 )}
 
 _SHARED = ('client_epochs', 'client_learning_rate', 'client_momentum',
@@ -132,6 +149,8 @@ _SPARSE = ('sparsity', 'sparsity_distribution', 'min_votes', 'final_sparsity')
 _READJUSTING = ('readjustment_ratio', 'rounds_between_readjustments',
                 'readjustment_end_round', 'readjustment_schedule',
                 'readjust_after_epoch', 'remember_old')
+_PRIVACY = ('dp_noise_multiplier', 'dp_clip_norm', 'dp_adaptive_quantile',
+            'dp_delta')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +175,7 @@ class AlgorithmConfig:
 
   @property
   def takes(self) -> tuple[str, ...]:
-    return _SHARED + self.options
+    return _SHARED + _PRIVACY + self.options
 
 
 _FEDDST = 'tff_feddst.algorithms.feddst:build_weighted_feddst'
@@ -236,7 +255,35 @@ def resolve(algorithm: str, given: Mapping[str, Any], *,
                         f'{value!r}.')
     resolved[name] = value
     ctx[name] = value
+  refusal = _dp_refusal(resolved)
+  if refusal:
+    raise OptionError(refusal.replace('--', flag_prefix))
   return resolved
+
+
+def _dp_refusal(hp: Mapping[str, Any]) -> str | None:
+  """Why these DP options cannot go together (None: they can)."""
+  if hp['dp_noise_multiplier'] is None:
+    given = [n for n in _PRIVACY if hp[n] is not None]
+    return (f'--{given[0]} needs --dp_noise_multiplier (differential '
+            'privacy is off without it).' if given else None)
+  if (hp['dp_clip_norm'] is None) == (hp['dp_adaptive_quantile'] is None):
+    return ('--dp_noise_multiplier needs exactly one of --dp_clip_norm '
+            '(fixed clipping) and --dp_adaptive_quantile (adaptive).')
+  if hp['readjustment_ratio']:
+    return ('--readjustment_ratio must be 0 with --dp_noise_multiplier: DP '
+            'runs keep the global mask fixed, because readjusted client masks '
+            "(and the server's vote counts over them) would reveal which "
+            'weights each client keeps, outside the noised sum. Use '
+            '--algorithm=random_mask (S>0) or fedavg (S=0), or '
+            '--readjustment_ratio=0.')
+  if hp['upload_dtype'] != 'float32':
+    return ('--upload_dtype must be float32 with --dp_noise_multiplier (the '
+            'noised deltas are summed in float32).')
+  if hp['final_sparsity'] is not None:
+    return ('--final_sparsity cannot be used with --dp_noise_multiplier (DP '
+            'runs keep the mask, and so its sparsity, fixed).')
+  return None
 
 
 def _import(path: str) -> Callable:
@@ -249,6 +296,8 @@ def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
   """The learning process that `hparams` (from `resolve`) describes.
 
   `initial_weights` (a Keras model or its weight arrays) warm-starts it.
+  With `dp_noise_multiplier` set, `hparams['clients_per_round']` is the DP
+  mean's fixed denominator.
   """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   config = ALGORITHMS[hparams['algorithm']]
@@ -266,4 +315,9 @@ def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
         hparams['server_learning_rate'], momentum=hparams['server_momentum'])
   for name in config.options:
     kwargs[name] = hparams[name]
+  if hparams.get('dp_noise_multiplier') is not None:
+    kwargs.update(dp_noise_multiplier=hparams['dp_noise_multiplier'],
+                  dp_clip_norm=hparams['dp_clip_norm'],
+                  dp_adaptive_quantile=hparams['dp_adaptive_quantile'],
+                  dp_clients_per_round=hparams['clients_per_round'])
   return _import(config.builder)(model_fn, **kwargs)

@@ -8,9 +8,9 @@ process's own `round_num` metric counts from 0):
 2. run `process.next`;
 3. every `eval_every` rounds and at the last round, evaluate the global model
    in plain Keras (`evaluation.Evaluator`);
-4. release the flat metrics (`metrics.flatten_metrics` plus `test/...` and
-   `time/...`) with key r to `results/metrics.csv` and to TensorBoard
-   (`logdir/`), and log one line;
+4. release the flat metrics (`metrics.flatten_metrics` plus `test/...`,
+   `time/...` and, for a DP process, `privacy/epsilon`) with key r to
+   `results/metrics.csv` and to TensorBoard (`logdir/`), and log one line;
 5. every `checkpoint_every` rounds and at the last round, save
    (process state, counters) in `checkpoints/` (tff.program's
    `FileProgramStateManager`, version r).
@@ -82,6 +82,7 @@ import tensorflow_federated as tff
 from tff_feddst import data as data_lib
 from tff_feddst import models as models_lib
 from tff_feddst import runtime as runtime_lib
+from tff_feddst.privacy import accounting
 from tff_feddst.program import evaluation
 from tff_feddst.program import hparams as hparams_lib
 from tff_feddst.program import interrupts
@@ -112,6 +113,11 @@ class TrainConfig:
       reaches this many MB (10**6 bytes), or after `rounds`.
     shuffle_buffer: client dataset shuffle buffer.
     eval_batch_size: batch size of the in-process Keras evaluation.
+    dp_noise_multiplier: the process's DP noise multiplier z (None: not a DP
+      process); each round then releases `privacy/epsilon` after that many
+      rounds at `privacy/delta` (`privacy.accounting`, sampling rate
+      clients_per_round / clients in the federation).
+    dp_delta: δ of the reported ε; None: 1 / clients in the federation.
   """
 
   root_dir: str
@@ -125,6 +131,8 @@ class TrainConfig:
   upload_cap_mb: float | None = None
   shuffle_buffer: int = 1000
   eval_batch_size: int = 1024
+  dp_noise_multiplier: float | None = None
+  dp_delta: float | None = None
 
   def __post_init__(self):
     checks = [
@@ -140,6 +148,11 @@ class TrainConfig:
          'upload_cap_mb', '> 0 (or None)'),
         (self.shuffle_buffer >= 0, 'shuffle_buffer', '>= 0'),
         (self.eval_batch_size >= 1, 'eval_batch_size', '>= 1'),
+        (self.dp_noise_multiplier is None or self.dp_noise_multiplier >= 0,
+         'dp_noise_multiplier', '>= 0 (or None)'),
+        (self.dp_delta is None or (self.dp_noise_multiplier is not None and
+                                   0 < self.dp_delta < 1),
+         'dp_delta', 'in (0, 1), with dp_noise_multiplier (or None)'),
     ]
     for ok, name, expected in checks:
       if not ok:
@@ -543,6 +556,8 @@ def _run_rounds(session: _Session, state) -> TrainResult:
                              config, round_num, names=session.names,
                              tff_runtime=session.tff_runtime,
                              last_checkpoint=session.progress.last_checkpoint)
+    flat.update(privacy_metrics(config, len(session.federated_data.client_ids),
+                                round_num))
     uplink = int(flat.get('round/cumulative_uplink_bytes', 0))
     stopped_by_cap = _cap_reached(config, uplink)
     last = round_num == config.rounds or stopped_by_cap
@@ -586,6 +601,24 @@ def _checkpoint(session: _Session, state, round_num: int, elapsed: float,
     session.progress.last_checkpoint = round_num
   if session.after_checkpoint is not None:
     session.after_checkpoint(round_num)
+
+
+def privacy_metrics(config: TrainConfig, num_clients: int,
+                    round_num: int) -> dict[str, float]:
+  """`privacy/epsilon` after `round_num` rounds and its `privacy/delta`
+  (nothing for a process without DP)."""
+  if config.dp_noise_multiplier is None:
+    return {}
+  delta = (config.dp_delta if config.dp_delta is not None else
+           accounting.default_delta(num_clients))
+  return {
+      'privacy/epsilon': accounting.epsilon(
+          noise_multiplier=config.dp_noise_multiplier,
+          sampling_rate=accounting.sampling_rate(config.clients_per_round,
+                                                 num_clients),
+          rounds=round_num, delta=delta),
+      'privacy/delta': delta,
+  }
 
 
 def _flush(tensorboard: tff.program.TensorBoardReleaseManager) -> None:
