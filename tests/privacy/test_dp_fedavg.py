@@ -123,6 +123,28 @@ def test_nan_client_is_dropped_not_summed():
     assert np.all(np.isfinite(w))
 
 
+def test_adaptive_clipping_runs_and_reports_its_clip():
+  kwargs = common(sparsity=0.5, readjustment_ratio=0.0)
+  layout = algorithms.build_feddst_components(model_fn, **kwargs).layout
+  process = algorithms.build_weighted_feddst(
+      model_fn, dp_noise_multiplier=0.3, dp_adaptive_quantile=0.5,
+      dp_clients_per_round=4, **kwargs)
+  state = process.initialize()
+  _, _, masks0 = flat_weights(layout, process.get_model_weights(state))
+  clips = []
+  for _ in range(2):
+    out = process.next(state, DATA)
+    state = out.state
+    clips.append(float(out.metrics['aggregator']['dp']['dp_query_metrics'][
+        'clip']))
+  _, kernels, masks = flat_weights(layout, process.get_model_weights(state))
+  for k, m, m0 in zip(kernels, masks, masks0):
+    np.testing.assert_array_equal(m, m0)
+    assert np.all(k[m == 0] == 0) and np.all(np.isfinite(k))
+  # TFF's initial clip is 0.1; the client deltas are far larger, so it grows.
+  assert clips[0] > 0.1 and clips[1] > clips[0]
+
+
 @pytest.mark.parametrize('overrides,name', [
     (dict(dp_noise_multiplier=-1.0), 'dp_noise_multiplier'),
     (dict(dp_clip_norm=0.0), 'dp_clip_norm'),
