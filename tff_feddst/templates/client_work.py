@@ -56,6 +56,10 @@ class LocalTrainingConfig:
   weight_decay: float = 0.0           # added to the gradient: g + λ w
   prox_mu: float = 0.0                # FedProx: g + μ (w - w_global)
   upload_dtype: tf.DType = tf.float32  # of the uploaded live values/params
+  # XLA-compile each training step (forward, backward, L2/prox, optimizer
+  # update, re-mask). Off by default: on the project's 2-core CPU it is
+  # slower for the paper CNN (benchmarks/floor.py, docs/performance.md).
+  jit_compile: bool = False
 
 
 def _batch_xy(batch):
@@ -102,172 +106,218 @@ def _dense(g, v):
   return g
 
 
-def _build_client_update(models_fn, layout: ModelLayout,
-                         optimizer: tff.learning.optimizers.Optimizer,
-                         training: LocalTrainingConfig,
-                         readjustment: ReadjustmentConfig,
-                         loop: Callable, always_dense=None):
-  """The client's tf.function.
+class _ClientTrainer:
+  """One client's round, in named steps: decode → masked local training (with
+  the readjustment) → encode → statistics. Built inside the client
+  computation; `client_update` is its tf.function.
 
   `models_fn` returns (the TF-MOT-wrapped Keras model, a tff.learning model
   whose forward pass runs on the same trainable variables). `always_dense`
   lists, per kernel, whether its mask keeps every weight in every round
   (default: from `layout.live_counts`).
   """
-  keras_model, model = models_fn()
-  trainable = list(keras_model.trainable_weights)
-  non_trainable = list(keras_model.non_trainable_weights)
-  kernel_vars = [trainable[i] for i in layout.kernel_index]
-  mask_vars = [non_trainable[i] for i in layout.mask_index]
-  if always_dense is None:
-    always_dense = [live == size for live, size in
-                    zip(layout.live_counts, layout.kernel_sizes)]
-  # Kernels whose mask has every weight live (a layer ERK keeps dense, or
-  # S=0) need no re-masking: readjustment never changes them (it regrows only
-  # among dead weights), so they skip the per-step multiply.
-  remasked = {i: m for i, m, dense in zip(layout.kernel_index, mask_vars,
-                                          always_dense) if not dense}
-  positions = tf.constant(layout.output_positions, tf.float64)
-  dense_fwd_flops = 2.0 * float(np.dot(layout.kernel_sizes,
-                                       layout.output_positions))
-  memory = RegrowthMemory(
-      kernel_vars,
-      readjustment.gradient_batches if readjustment.fraction > 0 else 0)
-  epochs = training.epochs
-  after_epoch = readjustment.after_epoch or epochs
 
-  def assign_all(variables, values):
-    for v, x in zip(variables, values):
-      v.assign(x)
+  def __init__(self, models_fn: Callable, layout: ModelLayout,
+               optimizer: tff.learning.optimizers.Optimizer,
+               training: LocalTrainingConfig,
+               readjustment: ReadjustmentConfig, loop: Callable,
+               always_dense=None):
+    keras_model, self.model = models_fn()
+    self.layout = layout
+    self.optimizer = optimizer
+    self.training = training
+    self.loop = loop
+    self.trainable = list(keras_model.trainable_weights)
+    self.non_trainable = list(keras_model.non_trainable_weights)
+    self.kernel_vars = [self.trainable[i] for i in layout.kernel_index]
+    self.mask_vars = [self.non_trainable[i] for i in layout.mask_index]
+    if always_dense is None:
+      always_dense = [live == size for live, size in
+                      zip(layout.live_counts, layout.kernel_sizes)]
+    # Kernels whose mask has every weight live (a layer ERK keeps dense, or
+    # S=0) need no re-masking: readjustment never changes them (it regrows
+    # only among dead weights), so they skip the per-step multiply.
+    self.remasked = {i: m for i, m, dense in zip(
+        layout.kernel_index, self.mask_vars, always_dense) if not dense}
+    self.memory = RegrowthMemory(
+        self.kernel_vars,
+        readjustment.gradient_batches if readjustment.fraction > 0 else 0)
+    self.epochs = training.epochs
+    self.after_epoch = readjustment.after_epoch or training.epochs
+    self.client_update = tf.function(self._client_update)
 
-  def regularized(g, w, w0):
-    # One fused expression per tensor: coupled L2 (λ w) + FedProx μ (w - w0).
-    if training.weight_decay:
-      g = g + training.weight_decay * w
-    if training.prox_mu:
-      g = g + training.prox_mu * (w - w0)
-    return g
-
-  def masked_step_fn(global_trainable, step_masks, remember: bool):
-    """One SGD step on a batch, re-masked; optionally remembers gradients."""
-
-    def reduce_fn(state, batch):
-      num_examples, opt_state, recent = state
-      with tf.GradientTape() as tape:
-        output = model.forward_pass(batch, training=True)
-      grads = tape.gradient(output.loss, trainable)
-      if remember:
-        recent = memory.remember(recent, [_dense(grads[i], trainable[i])
-                                          for i in layout.kernel_index])
-      if training.weight_decay or training.prox_mu:
-        grads = [regularized(g, w, w0) for g, w, w0 in
-                 zip(grads, trainable, global_trainable)]
-      opt_state, updated = optimizer.next(opt_state, tuple(trainable),
-                                          tuple(grads))
-      # Re-mask as part of the update: masked weights stay exactly 0.
-      for v, u, m in zip(trainable, updated, step_masks):
-        v.assign(u if m is None else u * m)
-      num_examples += tf.cast(tf.shape(_batch_xy(batch)[1])[0], tf.int64)
-      return num_examples, opt_state, recent
-
-    return reduce_fn
-
-  def current_step_masks():
-    # The masks are fixed between readjustments: read them once, not per step.
-    return [tf.identity(remasked[i]) if i in remasked else None
-            for i in range(len(trainable))]
-
-  def tagged_epochs(data):
-    # One pipeline for all E epochs, each batch tagged with its epoch: two
-    # loops over the data (epochs 1..k, then k+1..E) were not reproducible in
-    # TFF's worker: the second loop's shuffle seed was drawn in a race.
-    return tf.data.Dataset.range(epochs).flat_map(
-        lambda e: data.map(lambda batch: (e, batch)))
-
-  def readjust_within_fn(global_trainable, readjust, fraction):
-    """Epochs 1..k, the readjustment, then epochs k+1..E on the new mask.
-
-    The optimizer state carries over, as in the reference's client. The
-    masks are read every step, as they change within the loop.
-    """
-    def reduce_fn(state, element):
-      epoch, batch = element
-      *train_state, done = state
-      if memory.n:
-        def readjust_now():
-          readjust_masks(train_state[2], fraction)
-          return tf.constant(True)
-        now = tf.logical_and(tf.logical_and(readjust, tf.logical_not(done)),
-                             epoch >= after_epoch)
-        done = tf.cond(now, readjust_now, lambda: done)
-      step = masked_step_fn(global_trainable, current_step_masks(),
-                            remember=memory.n > 0)
-      return tuple(step(tuple(train_state), batch)) + (done,)
-
-    return reduce_fn
-
-  def readjust_masks(recent, fraction):
-    for k, m, g in zip(kernel_vars, mask_vars, memory.summed(recent)):
-      result = sparsity_lib.readjust(k, g, m, fraction)
-      m.assign(result.mask)
-      k.assign(result.weights)
-
-  @tf.function
-  def client_update(payload, data, fraction, readjust):
+  # Decode.
+  def _load_payload(self, payload):
+    """Sets the model's variables from the payload; returns the received masks."""
+    layout = self.layout
     received_masks = [codec.decode_mask(p, s) for p, s in
                       zip(payload.masks, layout.kernel_shapes)]
     kernels = [codec.scatter_values(v, m)
                for v, m in zip(payload.values, received_masks)]
     new_trainable, new_non_trainable = layout.merge(
         kernels, received_masks, payload.dense)
-    assign_all(trainable, new_trainable)
-    assign_all(non_trainable, new_non_trainable)
-    global_trainable = [tf.identity(v) for v in trainable]
+    for v, x in zip(self.trainable, new_trainable):
+      v.assign(x)
+    for v, x in zip(self.non_trainable, new_non_trainable):
+      v.assign(x)
+    return received_masks
+
+  # Masked local training.
+  def _regularized(self, g, w, w0):
+    # One fused expression per tensor: coupled L2 (λ w) + FedProx μ (w - w0).
+    if self.training.weight_decay:
+      g = g + self.training.weight_decay * w
+    if self.training.prox_mu:
+      g = g + self.training.prox_mu * (w - w0)
+    return g
+
+  def _step_fn(self, global_trainable, step_masks, remember: bool):
+    """One SGD step on a batch, re-masked; optionally remembers gradients."""
+    trainable, memory = self.trainable, self.memory
+
+    def step(batch, opt_state, recent):
+      with tf.GradientTape() as tape:
+        output = self.model.forward_pass(batch, training=True)
+      grads = tape.gradient(output.loss, trainable)
+      if remember:
+        recent = memory.remember(recent, [_dense(grads[i], trainable[i])
+                                          for i in self.layout.kernel_index])
+      if self.training.weight_decay or self.training.prox_mu:
+        grads = [self._regularized(g, w, w0) for g, w, w0 in
+                 zip(grads, trainable, global_trainable)]
+      opt_state, updated = self.optimizer.next(opt_state, tuple(trainable),
+                                               tuple(grads))
+      # Re-mask as part of the update: masked weights stay exactly 0.
+      for v, u, m in zip(trainable, updated, step_masks):
+        v.assign(u if m is None else u * m)
+      return opt_state, recent
+
+    if self.training.jit_compile:
+      step = tf.function(step, jit_compile=True)
+
+    def reduce_fn(state, batch):
+      num_examples, opt_state, recent = state
+      opt_state, recent = step(batch, opt_state, recent)
+      num_examples += tf.cast(tf.shape(_batch_xy(batch)[1])[0], tf.int64)
+      return num_examples, opt_state, recent
+
+    return reduce_fn
+
+  def _step_masks(self):
+    # The masks are fixed between readjustments: read them once, not per step.
+    return [tf.identity(self.remasked[i]) if i in self.remasked else None
+            for i in range(len(self.trainable))]
+
+  def _tagged_epochs(self, data):
+    # One pipeline for all E epochs, each batch tagged with its epoch: two
+    # loops over the data (epochs 1..k, then k+1..E) were not reproducible in
+    # TFF's worker: the second loop's shuffle seed was drawn in a race.
+    return tf.data.Dataset.range(self.epochs).flat_map(
+        lambda e: data.map(lambda batch: (e, batch)))
+
+  def _readjust_within_fn(self, global_trainable, readjust, fraction):
+    """Epochs 1..k, the readjustment, then epochs k+1..E on the new mask.
+
+    The optimizer state carries over, as in the reference's client. The
+    masks are read every step, as they change within the loop.
+    """
+    memory = self.memory
+
+    def reduce_fn(state, element):
+      epoch, batch = element
+      *train_state, done = state
+      if memory.n:
+        def readjust_now():
+          self._readjust_masks(train_state[2], fraction)
+          return tf.constant(True)
+        now = tf.logical_and(tf.logical_and(readjust, tf.logical_not(done)),
+                             epoch >= self.after_epoch)
+        done = tf.cond(now, readjust_now, lambda: done)
+      step = self._step_fn(global_trainable, self._step_masks(),
+                           remember=memory.n > 0)
+      return tuple(step(tuple(train_state), batch)) + (done,)
+
+    return reduce_fn
+
+  def _readjust_masks(self, recent, fraction):
+    for k, m, g in zip(self.kernel_vars, self.mask_vars,
+                       self.memory.summed(recent)):
+      result = sparsity_lib.readjust(k, g, m, fraction)
+      m.assign(result.mask)
+      k.assign(result.weights)
+
+  def _train(self, data, fraction, readjust):
+    """E local epochs with the readjustment after epoch k; examples seen."""
+    global_trainable = [tf.identity(v) for v in self.trainable]
+    memory = self.memory
 
     def initial_state():
-      specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
-      return (tf.constant(0, tf.int64), optimizer.initialize(specs),
+      specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in self.trainable)
+      return (tf.constant(0, tf.int64), self.optimizer.initialize(specs),
               memory.initial())
 
-    if after_epoch == epochs:
-      state = loop(masked_step_fn(global_trainable, current_step_masks(),
-                                  remember=memory.n > 0),
-                   data.repeat(epochs), initial_state)
+    if self.after_epoch == self.epochs:
+      state = self.loop(self._step_fn(global_trainable, self._step_masks(),
+                                      remember=memory.n > 0),
+                        data.repeat(self.epochs), initial_state)
       if memory.n and readjust:
-        readjust_masks(state[2], fraction)
+        self._readjust_masks(state[2], fraction)
     else:
-      state = loop(readjust_within_fn(global_trainable, readjust, fraction),
-                   tagged_epochs(data),
-                   lambda: initial_state() + (tf.constant(False),))
-    num_examples = state[0]
+      state = self.loop(
+          self._readjust_within_fn(global_trainable, readjust, fraction),
+          self._tagged_epochs(data),
+          lambda: initial_state() + (tf.constant(False),))
+    return state[0]
 
-    hamming = tf.add_n([sparsity_lib.hamming_distance(m, r) for m, r in
-                        zip(mask_vars, received_masks)])
-    kernels, masks, dense = layout.split(trainable, non_trainable)
-    upload = codec.encode(kernels, masks, dense, send_masks=hamming > 0,
-                          dtype=training.upload_dtype)
+  # Encode and count.
+  def _stats(self, payload, upload, received_masks, hamming, num_examples):
+    layout = self.layout
+    positions = tf.constant(layout.output_positions, tf.float64)
+    dense_fwd_flops = 2.0 * float(np.dot(layout.kernel_sizes,
+                                         layout.output_positions))
     live = tf.stack([tf.reduce_sum(tf.cast(m, tf.float64))
                      for m in received_masks])
     fwd_flops = 2.0 * tf.reduce_sum(live * positions)
     processed = tf.cast(num_examples, tf.float64)
-    stats = collections.OrderedDict(
+    return collections.OrderedDict(
         clients=tf.constant(1, tf.int64),
         examples=num_examples,
         uplink_bytes=codec.payload_bytes(upload),
         downlink_bytes=codec.payload_bytes(payload),
         mask_hamming=hamming,
         live_weights=tf.add_n([tf.cast(tf.reduce_sum(m), tf.int64)
-                               for m in mask_vars]),
-        # Training FLOPs: forward + backward (~2x forward) per example processed,
-        # multiply-adds of the prunable kernels only.
+                               for m in self.mask_vars]),
+        # Training FLOPs: forward + backward (~2x forward) per example
+        # processed, multiply-adds of the prunable kernels only.
         client_flops=3.0 * processed * fwd_flops,
         client_dense_flops=3.0 * processed * dense_fwd_flops,
     )
+
+  def _client_update(self, payload, data, fraction, readjust):
+    received_masks = self._load_payload(payload)
+    num_examples = self._train(data, fraction, readjust)
+    hamming = tf.add_n([sparsity_lib.hamming_distance(m, r) for m, r in
+                        zip(self.mask_vars, received_masks)])
+    kernels, masks, dense = self.layout.split(self.trainable,
+                                              self.non_trainable)
+    upload = codec.encode(kernels, masks, dense, send_masks=hamming > 0,
+                          dtype=self.training.upload_dtype)
+    stats = self._stats(payload, upload, received_masks, hamming,
+                        num_examples)
     result = tff.learning.templates.ClientResult(
         update=upload, update_weight=tf.cast(num_examples, tf.float32))
-    return result, model.report_local_unfinalized_metrics(), stats
+    return result, self.model.report_local_unfinalized_metrics(), stats
 
-  return client_update, model
+
+def _build_client_update(models_fn, layout: ModelLayout,
+                         optimizer: tff.learning.optimizers.Optimizer,
+                         training: LocalTrainingConfig,
+                         readjustment: ReadjustmentConfig,
+                         loop: Callable, always_dense=None):
+  """(The client's tf.function, its tff.learning model); see `_ClientTrainer`."""
+  trainer = _ClientTrainer(models_fn, layout, optimizer, training,
+                           readjustment, loop, always_dense)
+  return trainer.client_update, trainer.model
 
 
 def build_masked_client_work(
