@@ -424,15 +424,19 @@ def np_readjust(w, g, m, fraction):
   return new_mask, w * kept, k
 
 
-@pytest.mark.parametrize('gradient_batches', [1, 3])
-def test_client_readjustment_matches_eager_reference(gradient_batches):
+@pytest.mark.parametrize('gradient_batches, jit_compile',
+                         [(1, False), (3, False), (3, True)])
+def test_client_readjustment_matches_eager_reference(gradient_batches,
+                                                     jit_compile):
   """One client's upload = plain eager SGD with re-masking, then np_readjust
-  on the summed gradients of the last `gradient_batches` batches."""
+  on the summed gradients of the last `gradient_batches` batches; the same
+  with each training step XLA-compiled."""
   alpha, lr, epochs, data = 0.3, 0.1, 2, DATA[1]
   kwargs = common(sparsity=0.7, readjustment_ratio=alpha,
                   rounds_between_readjustments=1, readjustment_end_round=10,
                   regrowth_gradient_batches=gradient_batches, client_epochs=epochs,
-                  client_optimizer_fn=tff.learning.optimizers.build_sgdm(lr))
+                  client_optimizer_fn=tff.learning.optimizers.build_sgdm(lr),
+                  client_jit_compile=jit_compile)
   parts = algorithms.build_feddst_components(model_fn, **kwargs)
   layout = parts.layout
   weights = parts.initial_model_weights_fn()

@@ -267,6 +267,7 @@ def build_feddst_components(
     readjust_after_epoch: int | None = None,
     remember_old: bool = False,
     upload_dtype: str = 'float32',
+    client_jit_compile: bool = False,
     final_sparsity: float | None = None,
     consensus_regrowth: bool = False,
     initial_weights: Any = None,
@@ -319,6 +320,10 @@ def build_feddst_components(
     upload_dtype: 'float32', 'bfloat16' or 'float16': clients upload live
       values and dense params in this type (the reference's `--fp16` rounds
       through bfloat16); the server accumulates in float32.
+    client_jit_compile: XLA-compile each client training step (forward,
+      backward, L2/prox, optimizer update, re-mask); results equal the
+      uncompiled step's within float tolerance. Off by default: slower for
+      the paper CNN on a 2-core CPU (docs/performance.md).
     final_sparsity: the target sparsity moves linearly from `sparsity` (round
       0) to this (from round R_end on), with exact layer densities every
       round (the reference's `--final-sparsity`); None: constant. Must be
@@ -386,7 +391,8 @@ def build_feddst_components(
       optimizer=client_optimizer,
       training=client_work_lib.LocalTrainingConfig(
           epochs=client_epochs, weight_decay=client_weight_decay,
-          prox_mu=prox_mu, upload_dtype=upload_tf_dtype),
+          prox_mu=prox_mu, upload_dtype=upload_tf_dtype,
+          jit_compile=bool(client_jit_compile)),
       readjustment=client_work_lib.ReadjustmentConfig(
           fraction=readjustment_ratio,
           rounds_between=rounds_between_readjustments,

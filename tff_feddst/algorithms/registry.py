@@ -91,6 +91,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option('upload_dtype', str, 'float32',
            'Type of the uploaded values (16 bits halve their bytes).',
            choices=UPLOAD_DTYPES),
+    Option('client_jit_compile', bool, None,
+           'XLA-compile each client training step; default off (slower for '
+           'the paper CNN on a 2-core CPU: docs/performance.md).'),
     # Sparse algorithms.
     Option('sparsity', float, 0.8, 'S, global sparsity of the prunable '
            'kernels.', _within(0, 1, hi_open=True), 'in [0, 1)', off=0.0),
@@ -144,7 +147,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
 
 _SHARED = ('client_epochs', 'client_learning_rate', 'client_momentum',
            'client_weight_decay', 'server_learning_rate', 'server_momentum',
-           'upload_dtype')
+           'upload_dtype', 'client_jit_compile')
 _SPARSE = ('sparsity', 'sparsity_distribution', 'min_votes', 'final_sparsity')
 _READJUSTING = ('readjustment_ratio', 'rounds_between_readjustments',
                 'readjustment_end_round', 'readjustment_schedule',
@@ -309,7 +312,8 @@ def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
           hparams['client_learning_rate'], momentum=hparams['client_momentum']),
       client_epochs=hparams['client_epochs'],
       client_weight_decay=hparams['client_weight_decay'],
-      upload_dtype=hparams['upload_dtype'], initial_weights=initial_weights)
+      upload_dtype=hparams['upload_dtype'], initial_weights=initial_weights,
+      client_jit_compile=bool(hparams.get('client_jit_compile')))
   if hparams['server_momentum'] > 0 or hparams['server_learning_rate'] != 1.0:
     kwargs['server_optimizer_fn'] = tff.learning.optimizers.build_sgdm(
         hparams['server_learning_rate'], momentum=hparams['server_momentum'])
