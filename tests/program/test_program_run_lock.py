@@ -60,6 +60,7 @@ def test_held_directory_is_refused_naming_the_holder(tmp_path):
 def test_lock_is_held_for_the_block_and_reentrant(tmp_path):
   root = tmp_path / 'new' / 'run'  # Created by the lock.
   with run_lock.hold_run_directory(root):
+    (root / 'hparams.json').write_text('{}')  # A run that wrote something.
     with run_lock.hold_run_directory(str(root)):  # Same process: re-entrant.
       pass
     proc, said = _holder(root)  # Still held after the inner block.
@@ -71,3 +72,21 @@ def test_lock_is_held_for_the_block_and_reentrant(tmp_path):
   finally:
     proc.kill()
     proc.wait()
+
+
+def test_a_run_that_wrote_nothing_leaves_no_directory(tmp_path):
+  """E.g. the data failed to load: no directory holding only `.lock`."""
+  new = tmp_path / 'new' / 'run'
+  with pytest.raises(RuntimeError, match='data did not load'):
+    with run_lock.hold_run_directory(new):
+      raise RuntimeError('data did not load')
+  assert not new.exists()
+  # A directory that existed before, or got files, stays.
+  existing = tmp_path / 'existing'
+  existing.mkdir()
+  with run_lock.hold_run_directory(existing):
+    pass
+  assert existing.is_dir()
+  with run_lock.hold_run_directory(new):
+    (new / 'hparams.json').write_text('{}')
+  assert sorted(p.name for p in new.iterdir()) == ['.lock', 'hparams.json']

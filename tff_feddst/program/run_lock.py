@@ -57,6 +57,7 @@ def hold_run_directory(root_dir: str | os.PathLike) -> Iterator[None]:
     RunDirectoryInUseError: another process holds it.
   """
   run_paths = paths.RunPaths.of(root_dir)
+  created = not run_paths.root.exists()
   run_paths.root.mkdir(parents=True, exist_ok=True)
   key = os.path.realpath(run_paths.lock)
   if key in _HELD:
@@ -85,4 +86,17 @@ def hold_run_directory(root_dir: str | os.PathLike) -> Iterator[None]:
     yield
   finally:
     _HELD.pop(key, None)
+    if created:
+      _remove_if_only_lock(run_paths)
     os.close(fd)  # Releases the flock.
+
+
+def _remove_if_only_lock(run_paths: paths.RunPaths) -> None:
+  """A run that created its directory and wrote nothing (e.g. its data did
+  not load) leaves no directory holding just `.lock` behind."""
+  try:
+    if [p.name for p in run_paths.root.iterdir()] == [run_paths.lock.name]:
+      run_paths.lock.unlink()
+      run_paths.root.rmdir()  # Fails harmlessly if anything appeared.
+  except OSError:
+    pass
