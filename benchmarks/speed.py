@@ -47,6 +47,10 @@ _SCALE_TOTALS = flags.DEFINE_list('scale_total_clients', ['400', '3400'],
                                   'scale: columns.')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: run one config (JSON).')
 _OUT = flags.DEFINE_string('output', None, 'Also append JSON lines here.')
+_INTRA_OP = flags.DEFINE_integer(
+    'worker_intra_op_threads', None, "The local worker's TF intra-op thread "
+    'pool per op (TF_NUM_INTRAOP_THREADS); unset: TF default (one per CPU).',
+    lower_bound=1)
 _CONCURRENCY = flags.DEFINE_integer(
     'worker_concurrency', None, 'Cap on client computations the local worker '
     'runs at once (its --max_concurrent_computation_calls); unset: the '
@@ -112,7 +116,8 @@ def run_child(config) -> dict:
   else:
     workers = []
     rt = runtime.ensure_runtime(
-        max_concurrent_calls=config.get('worker_concurrency'))
+        max_concurrent_calls=config.get('worker_concurrency'),
+        intra_op_threads=config.get('worker_intra_op_threads'))
   worker_pids = [w.process.pid for w in (workers or rt.local_workers)]
 
   def sample(r):
@@ -184,7 +189,8 @@ def run_paired(config) -> dict:
   round and their median reported.
   """
   worker_pids = [runtime.ensure_runtime(
-      max_concurrent_calls=config.get('worker_concurrency')
+      max_concurrent_calls=config.get('worker_concurrency'),
+      intra_op_threads=config.get('worker_intra_op_threads'),
   ).local_workers[0].process.pid]
   spec = _client_dataset(0, 2).element_spec
   runs = {}
@@ -253,7 +259,8 @@ def _emit(row):
 def compare():
   base = dict(rounds=_ROUNDS.value, clients=_CLIENTS.value,
               examples=_EXAMPLES.value, epochs=_EPOCHS.value,
-              total_clients=400, worker_concurrency=_CONCURRENCY.value)
+              total_clients=400, worker_concurrency=_CONCURRENCY.value,
+              worker_intra_op_threads=_INTRA_OP.value)
   paired = _spawn(dict(base, paired=True))
   _emit(paired)
   # Peak memory needs one process per configuration.

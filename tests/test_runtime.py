@@ -241,3 +241,22 @@ def test_default_cap_is_one_call_per_cpu(cap, expected):
 def test_bad_concurrency_cap_is_named():
   with pytest.raises(ValueError, match='max_concurrent_calls'):
     runtime.LocalWorker.start(max_concurrent_calls=-1)
+
+
+@pytest.mark.parametrize('threads', [None, 1])
+def test_intra_op_threads_reach_the_worker(threads):
+  worker = runtime.LocalWorker.start(intra_op_threads=threads)
+  try:
+    with open(f'/proc/{worker.process.pid}/environ', 'rb') as f:
+      environ = f.read().split(b'\0')
+    setting = [e for e in environ if e.startswith(b'TF_NUM_INTRAOP_THREADS=')]
+    inherited = os.environ.get('TF_NUM_INTRAOP_THREADS')
+    if threads is None:
+      assert setting == ([f'TF_NUM_INTRAOP_THREADS={inherited}'.encode()]
+                         if inherited is not None else [])
+    else:
+      assert setting == [b'TF_NUM_INTRAOP_THREADS=1']
+  finally:
+    worker.stop()
+  with pytest.raises(ValueError, match='intra_op_threads'):
+    runtime.LocalWorker.start(intra_op_threads=0)

@@ -90,13 +90,16 @@ class LocalWorker:
   @classmethod
   def start(cls, *, max_message_mb: int = 2000,
             log_path: str | None = None,
-            max_concurrent_calls: int | None = None) -> 'LocalWorker':
+            max_concurrent_calls: int | None = None,
+            intra_op_threads: int | None = None) -> 'LocalWorker':
     """`max_concurrent_calls` caps how many client computations of one
     `federated_map` the worker runs at once. None: one per CPU this process
     may use; 0: no cap (TFF's default). Without a cap the worker starts all
     clients of a round at once, and on 2 cores the paper CNN's stock FedAvg
     round took 1.38x longer (7.9 s vs 5.7 s median, single rounds 5.7-12.5 s;
-    `benchmarks/speed.py --mode=compare --worker_concurrency=0` vs `=2`)."""
+    `benchmarks/speed.py --mode=compare --worker_concurrency=0` vs `=2`).
+    `intra_op_threads` sizes the thread pool each op of the worker may use
+    (TF's `TF_NUM_INTRAOP_THREADS`); None: TF's default, one per CPU."""
     if threading.current_thread() is not threading.main_thread():
       # PDEATHSIG fires when the *thread* that forked exits.
       logging.warning('Starting a TFF worker from a non-main thread: it will be '
@@ -111,11 +114,17 @@ class LocalWorker:
                        f'(one per CPU), got {max_concurrent_calls!r}.')
     if max_concurrent_calls:
       args.append(f'--max_concurrent_computation_calls={max_concurrent_calls}')
+    env = None
+    if intra_op_threads is not None:
+      if intra_op_threads < 1:
+        raise ValueError('intra_op_threads must be >= 1 or None (TF default), '
+                         f'got {intra_op_threads!r}.')
+      env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(intra_op_threads))
     with contextlib.ExitStack() as stack:
       out = (stack.enter_context(open(log_path, 'ab')) if log_path
              else subprocess.DEVNULL)
       process = subprocess.Popen(
-          args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+          args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
           preexec_fn=lambda pid=os.getpid(): _die_with_parent(pid),
           close_fds=True)
     logging.info('Started TFF worker pid %d on port %d', process.pid, port)
@@ -171,14 +180,16 @@ class Runtime:
   def __init__(self, workers: Sequence[str] = (), *,
                max_message_mb: int = 2000, log_dir: str | None = None,
                connect_timeout: float = 60.0,
-               max_concurrent_calls: int | None = None):
+               max_concurrent_calls: int | None = None,
+               intra_op_threads: int | None = None):
     self.local_workers: list[LocalWorker] = []
     self._closed = False
     if not workers:
       log_path = os.path.join(log_dir, 'tff_worker.log') if log_dir else None
       self.local_workers.append(
           LocalWorker.start(max_message_mb=max_message_mb, log_path=log_path,
-                            max_concurrent_calls=max_concurrent_calls))
+                            max_concurrent_calls=max_concurrent_calls,
+                            intra_op_threads=intra_op_threads))
       workers = [w.address for w in self.local_workers]
     self.addresses = list(workers)
     atexit.register(self.close)
