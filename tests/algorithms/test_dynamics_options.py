@@ -183,6 +183,25 @@ def random_clients(parts, rng, weights=(3.0, 5.0, 2.0, 4.0)):
   return w, kernels, masks, payloads, specs
 
 
+def server_round(parts, seed: int, round_num: int = 0):
+  """Random clients through the aggregator and the finalizer (one round).
+
+  Returns (the clients from `random_clients`, the aggregator's and the
+  finalizer's outputs, the new kernels and masks).
+  """
+  clients = random_clients(parts, np.random.default_rng(seed))
+  weights, _, _, payloads, specs = clients
+  agg = parts.aggregator.next(parts.aggregator.initialize(), payloads,
+                              [s[2] for s in specs])
+  state = parts.finalizer.initialize()
+  state['round_num'] = round_num
+  fin = parts.finalizer.next(state, weights, agg.result)
+  new_kernels, new_masks, _ = parts.layout.split(
+      [np.asarray(t) for t in fin.result.trainable],
+      [np.asarray(t) for t in fin.result.non_trainable])
+  return clients, agg, fin, new_kernels, new_masks
+
+
 @pytest.mark.parametrize('remember_old,consensus,round_num', [
     (True, False, 1), (False, True, 1), (True, True, 1), (False, True, 2)])
 def test_server_mask_rules_match_numpy(remember_old, consensus, round_num):
@@ -192,16 +211,8 @@ def test_server_mask_rules_match_numpy(remember_old, consensus, round_num):
       rounds_between_readjustments=every, readjustment_end_round=end,
       remember_old=remember_old, consensus_regrowth=consensus))
   layout = parts.layout
-  rng = np.random.default_rng(11)
-  weights, kernels, masks, payloads, specs = random_clients(parts, rng)
-  agg = parts.aggregator.next(parts.aggregator.initialize(), payloads,
-                              [s[2] for s in specs])
-  state = parts.finalizer.initialize()
-  state['round_num'] = round_num
-  fin = parts.finalizer.next(state, weights, agg.result)
-  new_kernels, new_masks, _ = layout.split(
-      [np.asarray(t) for t in fin.result.trainable],
-      [np.asarray(t) for t in fin.result.non_trainable])
+  (_, kernels, masks, _, specs), _, fin, new_kernels, new_masks = (
+      server_round(parts, seed=11, round_num=round_num))
   fraction = alpha / 2 * (1 + math.cos(math.pi * round_num / end))
   grown_total = 0
   for i, (k, m, n) in enumerate(zip(kernels, masks, layout.live_counts)):
@@ -319,16 +330,8 @@ def test_mask_dynamics_measurements():
       rounds_between_readjustments=1, readjustment_end_round=10,
       consensus_regrowth=True))
   layout = parts.layout
-  rng = np.random.default_rng(5)
-  weights, _, masks, payloads, specs = random_clients(parts, rng)
-  agg = parts.aggregator.next(parts.aggregator.initialize(), payloads,
-                              [s[2] for s in specs])
-  state = parts.finalizer.initialize()
-  fin = parts.finalizer.next(state, weights, agg.result)  # round 0
+  (_, _, masks, _, specs), agg, fin, _, new_masks = server_round(parts, seed=5)
   metrics = fin.measurements
-  _, new_masks, _ = layout.split(
-      [np.asarray(t) for t in fin.result.trainable],
-      [np.asarray(t) for t in fin.result.non_trainable])
   old = np.concatenate([np.asarray(m).ravel() for m in masks]) > 0
   new = np.concatenate([m.ravel() for m in new_masks]) > 0
   assert metrics['mask_swaps'] == np.sum(new & ~old)

@@ -2,36 +2,30 @@
 differences to RandomMask and FedAvg, turnover, Jaccard, kept notes. (A child
 process: the script's absl flags would clash with the in-process launchers.)"""
 
-import csv
-import json
 from pathlib import Path
 import subprocess
 import sys
 
+import fake_runs
+
 REPO = Path(__file__).resolve().parents[2]
 DYNAMICS = REPO / 'benchmarks' / 'dynamics.py'
 MARKER = '<!-- Everything below this line is kept by --report. -->'
-COLUMNS = ['round', 'round/cumulative_uplink_bytes', 'round/readjusted',
-           'finalizer/mask_turnover', 'finalizer/client_mask_jaccard',
-           'test/client_mean_accuracy', 'test/accuracy']
 
 
 def write_run(root, variant, accuracy_at, turnover):
-  run = Path(root) / 's95_seed0' / variant
-  (run / 'results').mkdir(parents=True)
-  (run / 'hparams.json').write_text(json.dumps(dict(algorithm=variant)))
-  with open(run / 'results' / 'metrics.csv', 'w', newline='') as f:
-    writer = csv.DictWriter(f, COLUMNS)
-    writer.writeheader()
-    for r in range(1, 151):
-      readjusted = int(r % 10 == 2 and r < 76)
-      acc = accuracy_at(r) if r % 5 == 0 else ''
-      writer.writerow({
-          'round': r, 'round/cumulative_uplink_bytes': r * 1.0e6,
-          'round/readjusted': readjusted,
-          'finalizer/mask_turnover': turnover * r / 150,
-          'finalizer/client_mask_jaccard': 0.5 if readjusted else 1.0,
-          'test/client_mean_accuracy': acc, 'test/accuracy': acc})
+  rows = []
+  for r in range(1, 151):
+    readjusted = int(r % 10 == 2 and r < 76)
+    acc = accuracy_at(r) if r % 5 == 0 else ''
+    rows.append({
+        'round': r, 'round/cumulative_uplink_bytes': r * 1.0e6,
+        'round/readjusted': readjusted,
+        'finalizer/mask_turnover': turnover * r / 150,
+        'finalizer/client_mask_jaccard': 0.5 if readjusted else 1.0,
+        'test/client_mean_accuracy': acc, 'test/accuracy': acc})
+  fake_runs.write_run(Path(root) / 's95_seed0' / variant,
+                      dict(algorithm=variant), rows)
 
 
 def test_report_tables_and_kept_notes(tmp_path):

@@ -2,7 +2,6 @@
 verdicts, and notes kept across regeneration. (Run as a child process: the
 script defines absl flags that would clash with the in-process launchers.)"""
 
-import csv
 import json
 from pathlib import Path
 import subprocess
@@ -10,30 +9,26 @@ import sys
 
 import pytest
 
+import fake_runs
+
 REPO = Path(__file__).resolve().parents[2]
 REPRODUCE = REPO / 'benchmarks' / 'reproduce.py'
 MARKER = '<!-- Everything below this line is kept by --report. -->'
-COLUMNS = ['round', 'round/cumulative_uplink_bytes',
-           'round/cumulative_downlink_bytes', 'round/client_flops',
-           'time/elapsed_seconds', 'test/client_mean_accuracy', 'test/accuracy']
 
 
 def write_run(root, algorithm, mb_per_round, accuracy_at, eval_every):
   """150 rounds; evaluations every `eval_every` with accuracy_at(round)."""
-  run = Path(root) / 'seed0' / algorithm
-  (run / 'results').mkdir(parents=True)
-  (run / 'hparams.json').write_text(json.dumps(dict(algorithm=algorithm)))
-  with open(run / 'results' / 'metrics.csv', 'w', newline='') as f:
-    writer = csv.DictWriter(f, COLUMNS)
-    writer.writeheader()
-    for r in range(1, 151):
-      evaluated = r % eval_every == 0 or r == 150
-      acc = accuracy_at(r) if evaluated else ''
-      writer.writerow({
-          'round': r, 'round/cumulative_uplink_bytes': r * mb_per_round * 1e6,
-          'round/cumulative_downlink_bytes': r * mb_per_round * 1e6,
-          'round/client_flops': 1e9, 'time/elapsed_seconds': 10.0 * r,
-          'test/client_mean_accuracy': acc, 'test/accuracy': acc})
+  rows = []
+  for r in range(1, 151):
+    evaluated = r % eval_every == 0 or r == 150
+    acc = accuracy_at(r) if evaluated else ''
+    rows.append({
+        'round': r, 'round/cumulative_uplink_bytes': r * mb_per_round * 1e6,
+        'round/cumulative_downlink_bytes': r * mb_per_round * 1e6,
+        'round/client_flops': 1e9, 'time/elapsed_seconds': 10.0 * r,
+        'test/client_mean_accuracy': acc, 'test/accuracy': acc})
+  fake_runs.write_run(Path(root) / 'seed0' / algorithm,
+                      dict(algorithm=algorithm), rows)
 
 
 def report(root, docs):
