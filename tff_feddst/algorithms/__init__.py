@@ -4,7 +4,7 @@ The builders are loaded on first use, so that `tff_feddst.algorithms.registry`
 (the launcher's algorithm table) imports without TensorFlow.
 """
 
-import importlib
+from tff_feddst import lazy_exports
 
 _EXPORTS = {
     'build_weighted_fed_avg': 'baselines',
@@ -20,12 +20,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-  if name in _EXPORTS:
-    module = importlib.import_module(f'{__name__}.{_EXPORTS[name]}')
-    return getattr(module, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
-def __dir__():
-  return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports.lazy_exports(__name__, _EXPORTS)

@@ -4,7 +4,7 @@ Loaded on first use, so that the TF-free parts (`paths`, `run_lock`, `hparams`)
 serve command lines that answer before TensorFlow is imported.
 """
 
-import importlib
+from tff_feddst import lazy_exports
 
 _EXPORTS = {
     'Evaluator': 'evaluation',
@@ -37,12 +37,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-  if name in _EXPORTS:
-    module = importlib.import_module(f'{__name__}.{_EXPORTS[name]}')
-    return getattr(module, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
-def __dir__():
-  return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports.lazy_exports(__name__, _EXPORTS)
