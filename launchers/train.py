@@ -136,6 +136,8 @@ def _define_option(option: registry.Option) -> None:
     flags.DEFINE_enum(option.name, None, option.choices, text)
   elif option.type is float:
     flags.DEFINE_float(option.name, None, text)
+  elif option.type is str:
+    flags.DEFINE_string(option.name, None, text)
   else:
     flags.DEFINE_integer(option.name, None, text)
 
@@ -379,7 +381,8 @@ def main(argv):
           _size(hp['dataset'])]['eval_every']),
       checkpoint_every=FLAGS.checkpoint_every,
       upload_cap_mb=FLAGS.upload_cap_mb,
-      dp_noise_multiplier=hp['dp_noise_multiplier'], dp_delta=hp['dp_delta'])
+      dp_noise_multiplier=hp['dp_noise_multiplier'], dp_delta=hp['dp_delta'],
+      client_density_budgets=hp['client_density_budgets'])
   # Ctrl-C and SIGTERM end the run with one line saying how to resume, and
   # `program.train` lets them land only between its writes.
   try:

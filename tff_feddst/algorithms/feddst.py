@@ -41,6 +41,7 @@ from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import finalizer as finalizer_lib
 from tff_feddst.sparse import layout as layout_lib
+from tff_feddst.sparsity import budgets as budgets_lib
 
 OptimizerArg = (tff.learning.optimizers.Optimizer |
                 Callable[[], tff.learning.optimizers.Optimizer])
@@ -138,6 +139,20 @@ def _dp_config(noise_multiplier, clip_norm, adaptive_quantile,
   return dp_aggregator_lib.DPConfig(
       noise_multiplier=noise_multiplier, clients_per_round=clients_per_round,
       clip_norm=clip_norm, adaptive_quantile=adaptive_quantile)
+
+
+def _budget_densities(value, sparsity: float, dp_config
+                      ) -> tuple[float, ...] | None:
+  """The budget groups' densities (sorted), refusing what cannot work."""
+  if value is None:
+    return None
+  parsed = budgets_lib.parse(value)
+  budgets_lib.check_sparsity(parsed, sparsity)
+  if dp_config is not None:
+    raise ValueError('client_density_budgets cannot be used with '
+                     'dp_noise_multiplier: DP runs upload a fixed-length '
+                     'delta over the one global mask.')
+  return tuple(b.density for b in parsed)
 
 
 def _check_input_spec(input_spec, model: tf.keras.Model):
@@ -271,6 +286,7 @@ def build_feddst_components(
     final_sparsity: float | None = None,
     consensus_regrowth: bool = False,
     initial_weights: Any = None,
+    client_density_budgets: Any = None,
     dp_noise_multiplier: float | None = None,
     dp_clip_norm: float | None = None,
     dp_adaptive_quantile: float | None = None,
@@ -335,6 +351,16 @@ def build_feddst_components(
       architecture `model_fn` builds, or its `get_weights()` arrays. The
       initial masks are the magnitude pruning of these weights. None: the
       random init (seeded by `seed`).
+    client_density_budgets: per-client density budgets, as text
+      'density:fraction,...' (e.g. '0.05:0.3,0.1:0.3,0.2:0.4') or
+      (density, fraction) pairs; None: every client keeps the global mask.
+      Each density must be <= 1 - `sparsity` (and `sparsity` > 0). The
+      process's client data is then `<data=B*, budget=float32>`: a client
+      keeps, per layer, the largest |w| of the global mask within its budget
+      (`sparsity.budgets`), trains (and readjusts) within it and uploads
+      that sub-mask; the server keeps its value for a global weight no
+      client uploaded. Which client has which budget is the training
+      program's business (`sparsity.budgets.assign`).
     dp_noise_multiplier: z; turns on DP-FedAvg (see the module docstring):
       the clipped deltas' sum gets Gaussian noise of stddev z·C (0: clipping
       only). None: no differential privacy. Needs readjustment_ratio=0.
@@ -356,6 +382,7 @@ def build_feddst_components(
       dp_noise_multiplier, dp_clip_norm, dp_adaptive_quantile,
       dp_clients_per_round, readjustment_ratio=readjustment_ratio,
       upload_dtype=upload_dtype, final_sparsity=final_sparsity)
+  budgets = _budget_densities(client_density_budgets, sparsity, dp_config)
   if sparsity_distribution not in sparsity_lib.DISTRIBUTIONS:
     raise ValueError(f'sparsity_distribution must be one of '
                      f'{sparsity_lib.DISTRIBUTIONS}, got {sparsity_distribution!r}.')
@@ -386,6 +413,8 @@ def build_feddst_components(
   distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
   payload_type = distributor.next.type_signature.result.result.member
   data_type = tff.SequenceType(tff.types.tensorflow_to_type(input_spec))
+  if budgets:
+    data_type = client_work_lib.budget_data_type(data_type)
   client_work = client_work_lib.build_masked_client_work(
       models_fn, layout, payload_type, data_type,
       optimizer=client_optimizer,
@@ -402,7 +431,8 @@ def build_feddst_components(
           after_epoch=readjust_after_epoch),
       loop_implementation=loop_implementation,
       always_dense=[min(row[i] for row in count_table) == size
-                    for i, size in enumerate(layout.kernel_sizes)])
+                    for i, size in enumerate(layout.kernel_sizes)],
+      budgets=budgets)
   if dp_config is not None:
     return _dp_components(start, initial_model_weights_fn, distributor,
                           client_work, dp_config, norm_bound=client_norm_bound,
@@ -419,7 +449,7 @@ def build_feddst_components(
           consensus_regrowth=consensus_regrowth, fraction=readjustment_ratio,
           rounds_between=rounds_between_readjustments,
           end_round=readjustment_end_round, schedule=readjustment_schedule,
-          live_count_table=count_table))
+          live_count_table=count_table, keep_unheld=bool(budgets)))
   return FedDSTComponents(layout, initial_model_weights_fn, distributor,
                           client_work, aggregator, finalizer)
 

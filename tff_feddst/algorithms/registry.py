@@ -105,6 +105,12 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            'Target sparsity reached linearly by --readjustment_end_round; '
            'default: constant --sparsity.', _final_sparsity_ok,
            'in [--sparsity, 1): the server can only prune towards it'),
+    Option('client_density_budgets', str, None,
+           'Per-client density budgets as density:fraction pairs, e.g. '
+           '0.05:0.3,0.1:0.3,0.2:0.4: each client gets one (by --seed) and '
+           'trains and uploads at most that share of the weights, the '
+           'largest |w| of the global mask per layer (README); default: '
+           'every client keeps the global mask.'),
     # Algorithms that readjust masks.
     Option('readjustment_ratio', float, 0.05, 'α, fraction of live weights '
            'readjusted.', _within(0, 1), 'in [0, 1]', off=0.0),
@@ -148,7 +154,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
 _SHARED = ('client_epochs', 'client_learning_rate', 'client_momentum',
            'client_weight_decay', 'server_learning_rate', 'server_momentum',
            'upload_dtype', 'client_jit_compile')
-_SPARSE = ('sparsity', 'sparsity_distribution', 'min_votes', 'final_sparsity')
+_SPARSE = ('sparsity', 'sparsity_distribution', 'min_votes', 'final_sparsity',
+           'client_density_budgets')
 _READJUSTING = ('readjustment_ratio', 'rounds_between_readjustments',
                 'readjustment_end_round', 'readjustment_schedule',
                 'readjust_after_epoch', 'remember_old')
@@ -261,7 +268,26 @@ def resolve(algorithm: str, given: Mapping[str, Any], *,
   refusal = _dp_refusal(resolved)
   if refusal:
     raise OptionError(refusal.replace('--', flag_prefix))
+  if resolved['client_density_budgets'] is not None:
+    resolved['client_density_budgets'] = _budgets_text(resolved, flag_prefix)
   return resolved
+
+
+def _budgets_text(hp: Mapping[str, Any], flag_prefix: str) -> str:
+  """The canonical budget list, or OptionError saying what is wrong."""
+  from tff_feddst.sparsity import budgets  # pylint: disable=g-import-not-at-top
+  name = f'{flag_prefix}client_density_budgets'
+  try:
+    parsed = budgets.parse(hp['client_density_budgets'], name=name)
+    budgets.check_sparsity(parsed, hp['sparsity'],
+                           name=name, sparsity_name=f'{flag_prefix}sparsity')
+  except budgets.BudgetError as e:
+    raise OptionError(str(e)) from None
+  if hp['dp_noise_multiplier'] is not None:
+    raise OptionError(f'{name} cannot be used with {flag_prefix}'
+                      'dp_noise_multiplier: DP runs upload a fixed-length '
+                      'delta over the one global mask.')
+  return budgets.to_text(parsed)
 
 
 def _dp_refusal(hp: Mapping[str, Any]) -> str | None:

@@ -5,11 +5,16 @@ the whole (centralized) test set, and the mean over clients of its accuracy on
 each client's own test split (unweighted: every client with a test split counts
 once). The per-client accuracies come from a single `predict` over all client
 test examples concatenated, split by client with numpy.
+
+With per-client density budgets, each budget group also gets the mean client
+accuracy over *its* clients of the global model pruned to the group's budget
+by the clients' own rule (per layer, the largest |w| of the global mask;
+`sparsity.budgets`): the sub-model those devices would run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from absl import logging
@@ -19,6 +24,8 @@ import tensorflow_federated as tff
 
 from tff_feddst import algorithms
 from tff_feddst import data as data_lib
+from tff_feddst import models as models_lib
+from tff_feddst.sparsity import budgets as budgets_lib
 
 
 def client_test_arrays(test: tff.simulation.datasets.ClientData
@@ -51,14 +58,23 @@ class Evaluator:
   """Evaluates `ModelWeights` of a process on the test data of `federated_data`.
 
   Calling it returns {'test/accuracy', 'test/loss' (global model, central test
-  set), 'test/client_mean_accuracy', 'test/clients'}.
+  set), 'test/client_mean_accuracy', 'test/clients'}; with `budgets` and
+  `assignment` ({client id: density}) also, per group,
+  'test/budget/<density>/client_mean_accuracy' and '.../clients'.
   """
 
   def __init__(self, federated_data: data_lib.FederatedData,
                model_fn: Callable[[], tf.keras.Model], loss_fn: Any, *,
-               batch_size: int = 1024):
+               batch_size: int = 1024,
+               budgets: Sequence[budgets_lib.Budget] | None = None,
+               assignment: Mapping[str, float] | None = None):
     self._model_fn = model_fn
     self._batch_size = batch_size
+    self._budgets = tuple(budgets or ())
+    test_ids = list(federated_data.test.client_ids)
+    # Budget of each test client (by index; NaN: no budget assigned).
+    self._client_budget = np.array(
+        [(assignment or {}).get(cid, np.nan) for cid in test_ids])
     self._x_central, self._y_central = federated_data.central_test
     self._x_clients, self._y_clients, self._segments, self._num_clients = (
         client_test_arrays(federated_data.test))
@@ -84,9 +100,45 @@ class Evaluator:
     correct = np.argmax(logits, axis=-1) == self._y_clients
     client_mean, clients = mean_client_accuracy(correct, self._segments,
                                                 self._num_clients)
-    return {
+    out = {
         'test/accuracy': float(central['accuracy']),
         'test/loss': float(central['loss']),
         'test/client_mean_accuracy': client_mean,
         'test/clients': clients,
     }
+    for budget in self._budgets:
+      out.update(self._budget_group(weights, budget.density))
+    return out
+
+  def _budget_group(self, weights, density: float) -> dict[str, float | int]:
+    """Mean client accuracy of the group's clients on its pruned sub-model."""
+    prefix = f'test/budget/{budgets_lib.label(density)}'
+    members = np.flatnonzero(self._client_budget == density)
+    rows = np.isin(self._segments, members)
+    if not rows.any():
+      return {f'{prefix}/client_mean_accuracy': float('nan'),
+              f'{prefix}/clients': 0}
+    self._model.set_weights(budget_model(self._model_fn, weights,
+                                         density).get_weights())
+    logits = self._model.predict(self._x_clients[rows],
+                                 batch_size=self._batch_size, verbose=0)
+    correct = np.argmax(logits, axis=-1) == self._y_clients[rows]
+    mean, clients = mean_client_accuracy(correct, self._segments[rows],
+                                         self._num_clients)
+    return {f'{prefix}/client_mean_accuracy': mean, f'{prefix}/clients': clients}
+
+
+def budget_model(model_fn: Callable[[], tf.keras.Model],
+                 weights: tff.learning.models.ModelWeights,
+                 density: float) -> tf.keras.Model:
+  """The plain Keras model of `weights` pruned to a client budget `density`
+  (`sparsity.budgets.budget_masks`: per layer, the largest |w| of the global
+  mask)."""
+  model = algorithms.keras_model_from_weights(model_fn, weights, strip=False)
+  pairs = models_lib.masked_kernels(model)
+  kernels = [p.kernel.numpy() for p in pairs]
+  masks = [p.mask.numpy() for p in pairs]
+  for p, sub in zip(pairs, budgets_lib.budget_masks(kernels, masks, density)):
+    p.mask.assign(sub)
+    p.kernel.assign(p.kernel.numpy() * sub)
+  return models_lib.strip(model)

@@ -7,7 +7,8 @@ same way as an uninterrupted one. Rounds are numbered from 1.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -51,6 +52,15 @@ def round_datasets(train: tff.simulation.datasets.ClientData,
           shuffle_seed=client_shuffle_seed(seed, round_num, cid))
       for cid in client_ids
   ]
+
+
+def with_budgets(datasets: Sequence[tf.data.Dataset],
+                 client_ids: Sequence[str],
+                 assignment: Mapping[str, float]) -> list[OrderedDict]:
+  """Each client's data with its density budget: `<data=B*, budget=float32*>`
+  (`templates.client_work.budget_data_type`)."""
+  return [OrderedDict(data=ds, budget=tf.data.Dataset.from_tensors(
+      np.float32(assignment[cid]))) for ds, cid in zip(datasets, client_ids)]
 
 
 def batch_input_spec(federated_data: data_lib.FederatedData, batch_size: int):

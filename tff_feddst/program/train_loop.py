@@ -90,6 +90,7 @@ from tff_feddst.program import metrics as metrics_lib
 from tff_feddst.program import paths
 from tff_feddst.program import run_lock
 from tff_feddst.program import sampling
+from tff_feddst.sparsity import budgets as budgets_lib
 
 _BYTES_PER_MB = metrics_lib.BYTES_PER_MB
 _STATE_PREFIX = 'program_state_'  # FileProgramStateManager's, made explicit.
@@ -118,6 +119,12 @@ class TrainConfig:
       rounds at `privacy/delta` (`privacy.accounting`, sampling rate
       clients_per_round / clients in the federation).
     dp_delta: δ of the reported ε; None: 1 / clients in the federation.
+    client_density_budgets: the budget list of a process built with
+      `client_density_budgets` ('density:fraction,...'; None: none). Each
+      client of the federation gets one (`sparsity.budgets.assign`, by
+      `seed`), sent with its data every round; evaluation adds, per budget
+      group, the mean client accuracy of the global model pruned to that
+      budget over the group's clients (`evaluation.Evaluator`).
   """
 
   root_dir: str
@@ -133,6 +140,7 @@ class TrainConfig:
   eval_batch_size: int = 1024
   dp_noise_multiplier: float | None = None
   dp_delta: float | None = None
+  client_density_budgets: str | None = None
 
   def __post_init__(self):
     checks = [
@@ -158,6 +166,15 @@ class TrainConfig:
       if not ok:
         raise ValueError(f'TrainConfig.{name} must be {expected}, got '
                          f'{getattr(self, name)!r}.')
+    if self.client_density_budgets is not None:
+      budgets_lib.parse(self.client_density_budgets,
+                        name='TrainConfig.client_density_budgets')
+
+  @property
+  def budgets(self) -> tuple[budgets_lib.Budget, ...] | None:
+    if self.client_density_budgets is None:
+      return None
+    return budgets_lib.parse(self.client_density_budgets)
 
 
 class TrainResult(NamedTuple):
@@ -456,12 +473,16 @@ def _train(process, federated_data, config: TrainConfig,
                          process.get_model_weights(state), done_rounds)
     return TrainResult(state=state, rounds_completed=done_rounds, metrics={},
                        stopped_by_upload_cap=stopped_by_cap)
+  assignment = _budget_assignment(process, federated_data, config)
   session = _Session(
       process=process, federated_data=federated_data, config=config,
       run_paths=run_paths, progress=progress, state_manager=state_manager,
       tff_runtime=tff_runtime, after_checkpoint=after_checkpoint,
       evaluator=evaluation.Evaluator(federated_data, model_fn, loss_fn,
-                                     batch_size=config.eval_batch_size),
+                                     batch_size=config.eval_batch_size,
+                                     budgets=config.budgets,
+                                     assignment=assignment),
+      assignment=assignment,
       names=kernel_names(model_fn), first_round=done_rounds + 1,
       elapsed_before=float(counters['elapsed_seconds']))
   try:
@@ -477,6 +498,35 @@ def _train(process, federated_data, config: TrainConfig,
     raise runtime_lib.WorkerUnavailableError(
         f'{e} Restart with the same root directory to resume from '
         f'{resume}.') from e
+
+
+def takes_budgets(process) -> bool:
+  """Whether `process` wants client data `<data=B*, budget=float32*>`."""
+  member = process.next.type_signature.parameter[1].member
+  if not isinstance(member, tff.StructType):
+    return False
+  return 'budget' in [name for name, _ in tff.structure.iter_elements(member)]
+
+
+def _budget_assignment(process, federated_data, config: TrainConfig
+                       ) -> dict[str, float] | None:
+  """{client id: density budget}, or None; refuses a process/config mismatch."""
+  budgets = config.budgets
+  if takes_budgets(process) != (budgets is not None):
+    raise ValueError(
+        'The process was built with client_density_budgets but '
+        'TrainConfig.client_density_budgets is None' if budgets is None else
+        f'TrainConfig.client_density_budgets={config.client_density_budgets!r}'
+        ' but the process was built without client_density_budgets')
+  if budgets is None:
+    return None
+  assignment = budgets_lib.assign(budgets, federated_data.client_ids,
+                                  seed=config.seed)
+  sizes = collections.Counter(assignment.values())
+  logging.info('Client density budgets: %s', ', '.join(
+      f'{budgets_lib.label(b.density)}: {sizes[b.density]} clients'
+      for b in budgets))
+  return assignment
 
 
 def _resume(process, state_manager, run_paths: paths.RunPaths,
@@ -531,6 +581,7 @@ class _Session:
   after_checkpoint: Callable[[int], None] | None
   evaluator: evaluation.Evaluator
   names: list[str]
+  assignment: dict[str, float] | None
   first_round: int
   elapsed_before: float
   started: float = dataclasses.field(default_factory=time.monotonic)
@@ -554,6 +605,7 @@ def _run_rounds(session: _Session, state) -> TrainResult:
     round_start = time.monotonic()
     state, flat = _run_round(session.process, state, session.federated_data,
                              config, round_num, names=session.names,
+                             assignment=session.assignment,
                              tff_runtime=session.tff_runtime,
                              last_checkpoint=session.progress.last_checkpoint)
     flat.update(privacy_metrics(config, len(session.federated_data.client_ids),
@@ -635,7 +687,8 @@ def _flush(tensorboard: tff.program.TensorBoardReleaseManager) -> None:
 
 def _run_round(process, state, federated_data, config: TrainConfig,
                round_num: int, *, names: list[str],
-               tff_runtime: runtime_lib.Runtime, last_checkpoint: int):
+               tff_runtime: runtime_lib.Runtime, last_checkpoint: int,
+               assignment: Mapping[str, float] | None = None):
   """Samples the clients of round `round_num` and runs it.
 
   Returns:
@@ -648,6 +701,8 @@ def _run_round(process, state, federated_data, config: TrainConfig,
       federated_data.train, clients, batch_size=config.batch_size,
       seed=config.seed, round_num=round_num,
       shuffle_buffer=config.shuffle_buffer)
+  if assignment is not None:
+    datasets = sampling.with_budgets(datasets, clients, assignment)
   output = next_or_explain(process, state, datasets, tff_runtime=tff_runtime,
                            round_num=round_num,
                            last_checkpoint=last_checkpoint)

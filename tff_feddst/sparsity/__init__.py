@@ -1,16 +1,36 @@
-"""Sparse-mask math: layer densities, magnitude prune, gradient regrow, schedules."""
+"""Sparse-mask math: layer densities, magnitude prune, gradient regrow, schedules.
 
-from tff_feddst.sparsity.densities import DISTRIBUTIONS
-from tff_feddst.sparsity.densities import layer_densities
-from tff_feddst.sparsity.densities import layer_live_counts
-from tff_feddst.sparsity.masks import hamming_distance
-from tff_feddst.sparsity.masks import keep_top_k_lexicographic
-from tff_feddst.sparsity.masks import prune_by_magnitude
-from tff_feddst.sparsity.masks import readjust
-from tff_feddst.sparsity.masks import Readjustment
-from tff_feddst.sparsity.masks import regrow_by_gradient
-from tff_feddst.sparsity.schedules import is_readjustment_round
-from tff_feddst.sparsity.schedules import readjustment_fraction
-from tff_feddst.sparsity.schedules import SCHEDULES
-from tff_feddst.sparsity.schedules import sparsity_at_round
-from tff_feddst.sparsity.server_masks import next_global_mask
+The names are loaded on first use (`tff_feddst.lazy_exports`), so that the
+TF-free modules (`budgets`, `densities`) serve the registry and the
+launcher's flag checks without importing TensorFlow.
+"""
+
+import importlib
+
+from tff_feddst import lazy_exports
+
+_EXPORTS = {
+    'DISTRIBUTIONS': 'densities',
+    'layer_densities': 'densities',
+    'layer_live_counts': 'densities',
+    'hamming_distance': 'masks',
+    'keep_top_k_lexicographic': 'masks',
+    'prune_by_magnitude': 'masks',
+    'readjust': 'masks',
+    'Readjustment': 'masks',
+    'regrow_by_gradient': 'masks',
+    'is_readjustment_round': 'schedules',
+    'readjustment_fraction': 'schedules',
+    'SCHEDULES': 'schedules',
+    'sparsity_at_round': 'schedules',
+    'next_global_mask': 'server_masks',
+}
+_SUBMODULES = ('budgets', 'densities', 'masks', 'schedules', 'server_masks')
+__all__ = sorted(_EXPORTS)
+_exported, __dir__ = lazy_exports.lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name):
+  if name in _SUBMODULES:  # `sparsity.schedules` before anything imported it.
+    return importlib.import_module(f'{__name__}.{name}')
+  return _exported(name)

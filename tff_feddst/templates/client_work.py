@@ -29,6 +29,7 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.learning import loop_builder
 
 from tff_feddst import sparsity as sparsity_lib
+from tff_feddst.sparsity import budgets as budgets_lib
 from tff_feddst.sparse import codec
 from tff_feddst.sparse.layout import ModelLayout
 
@@ -121,9 +122,12 @@ class _ClientTrainer:
                optimizer: tff.learning.optimizers.Optimizer,
                training: LocalTrainingConfig,
                readjustment: ReadjustmentConfig, loop: Callable,
-               always_dense=None):
+               always_dense=None, budgets: tuple[float, ...] | None = None):
     keras_model, self.model = models_fn()
     self.layout = layout
+    self.budgets = budgets
+    if budgets:  # Every kernel gets a client sub-mask: none stays dense.
+      always_dense = [False] * layout.num_kernels
     self.optimizer = optimizer
     self.training = training
     self.loop = loop
@@ -161,6 +165,27 @@ class _ClientTrainer:
     for v, x in zip(self.non_trainable, new_non_trainable):
       v.assign(x)
     return received_masks
+
+  def _apply_budget(self, received_masks, budget):
+    """Keeps, per layer, the k_l largest |w| of the received mask
+    (`sparsity.budgets`: k_l = min(live_l, max(1, floor(live_l·b·N/Σlive))));
+    returns the sub-masks and the counts k_l (int32)."""
+    live = [tf.reduce_sum(tf.cast(m > 0, tf.float64)) for m in received_masks]
+    total = tf.add_n(live)
+    n = float(sum(self.layout.kernel_sizes))
+    b = tf.cast(budget, tf.float64)
+    counts, masks = [], []
+    for kernel, mask_var, received, l in zip(
+        self.kernel_vars, self.mask_vars, received_masks, live):
+      k = tf.floor(l * b * n / tf.maximum(total, 1.0))
+      k = tf.where(l > 0, tf.minimum(l, tf.maximum(k, 1.0)), 0.0)
+      k = tf.cast(k, tf.int32)
+      sub = sparsity_lib.prune_by_magnitude(kernel, received, k)
+      mask_var.assign(sub)
+      kernel.assign(kernel * sub)
+      counts.append(k)
+      masks.append(sub)
+    return masks, counts
 
   # Masked local training.
   def _regularized(self, g, w, w0):
@@ -270,13 +295,15 @@ class _ClientTrainer:
     return state[0]
 
   # Encode and count.
-  def _stats(self, payload, upload, received_masks, hamming, num_examples):
+  def _stats(self, payload, upload, start_masks, hamming, num_examples):
+    """Counts; FLOPs of the masks training started from (the received ones,
+    or the client's budget sub-masks)."""
     layout = self.layout
     positions = tf.constant(layout.output_positions, tf.float64)
     dense_fwd_flops = 2.0 * float(np.dot(layout.kernel_sizes,
                                          layout.output_positions))
     live = tf.stack([tf.reduce_sum(tf.cast(m, tf.float64))
-                     for m in received_masks])
+                     for m in start_masks])
     fwd_flops = 2.0 * tf.reduce_sum(live * positions)
     processed = tf.cast(num_examples, tf.float64)
     return collections.OrderedDict(
@@ -293,8 +320,25 @@ class _ClientTrainer:
         client_dense_flops=3.0 * processed * dense_fwd_flops,
     )
 
-  def _client_update(self, payload, data, fraction, readjust):
+  def _budget_stats(self, budget, counts, upload_bytes):
+    """Per budget group (one-hot over `budgets`): clients, uplink bytes,
+    live weights uploaded, and clients above their budget in some layer."""
+    densities = tf.constant(self.budgets, tf.float32)
+    group = tf.argmin(tf.abs(densities - tf.cast(budget, tf.float32)))
+    one_hot = tf.one_hot(group, len(self.budgets), dtype=tf.int64)
+    live = [tf.cast(tf.reduce_sum(m), tf.int32) for m in self.mask_vars]
+    over = tf.reduce_any(tf.stack([l > k for l, k in zip(live, counts)]))
+    return collections.OrderedDict(
+        clients=one_hot,
+        uplink_bytes=one_hot * upload_bytes,
+        live_weights=one_hot * tf.cast(tf.add_n(live), tf.int64),
+        over_budget_clients=one_hot * tf.cast(over, tf.int64))
+
+  def _client_update(self, payload, data, fraction, readjust, budget=None):
     received_masks = self._load_payload(payload)
+    start_masks = received_masks
+    if budget is not None:
+      start_masks, counts = self._apply_budget(received_masks, budget)
     num_examples = self._train(data, fraction, readjust)
     hamming = tf.add_n([sparsity_lib.hamming_distance(m, r) for m, r in
                         zip(self.mask_vars, received_masks)])
@@ -302,8 +346,10 @@ class _ClientTrainer:
                                               self.non_trainable)
     upload = codec.encode(kernels, masks, dense, send_masks=hamming > 0,
                           dtype=self.training.upload_dtype)
-    stats = self._stats(payload, upload, received_masks, hamming,
-                        num_examples)
+    stats = self._stats(payload, upload, start_masks, hamming, num_examples)
+    if budget is not None:
+      stats['budget'] = self._budget_stats(budget, counts,
+                                           stats['uplink_bytes'])
     result = tff.learning.templates.ClientResult(
         update=upload, update_weight=tf.cast(num_examples, tf.float32))
     return result, self.model.report_local_unfinalized_metrics(), stats
@@ -313,11 +359,48 @@ def _build_client_update(models_fn, layout: ModelLayout,
                          optimizer: tff.learning.optimizers.Optimizer,
                          training: LocalTrainingConfig,
                          readjustment: ReadjustmentConfig,
-                         loop: Callable, always_dense=None):
+                         loop: Callable, always_dense=None, budgets=None):
   """(The client's tf.function, its tff.learning model); see `_ClientTrainer`."""
   trainer = _ClientTrainer(models_fn, layout, optimizer, training,
-                           readjustment, loop, always_dense)
+                           readjustment, loop, always_dense, budgets)
   return trainer.client_update, trainer.model
+
+
+def budget_data_type(data_type) -> tff.StructWithPythonType:
+  """A budgeted client's data: `<data=B*, budget=float32*>`.
+
+  The budget travels as a one-element dataset (`budget_dataset`):
+  `tff.learning`'s client work templates take only sequences (or structures
+  of them) as client data.
+  """
+  return tff.StructWithPythonType(
+      [('data', data_type),
+       ('budget', tff.SequenceType(tff.TensorType(np.float32)))],
+      collections.OrderedDict)
+
+
+def budget_dataset(density: float) -> tf.data.Dataset:
+  """The `budget` entry of a client's data (see `budget_data_type`)."""
+  return tf.data.Dataset.from_tensors(np.float32(density))
+
+
+def _budget_measurements(budgets, sums) -> collections.OrderedDict:
+  """Per group label: clients, per-client means (NaN if none), over budget."""
+  out = collections.OrderedDict()
+  for i, density in enumerate(budgets):
+    clients = sums['clients'][i]
+    n = tf.cast(clients, tf.float64)
+
+    def mean(total, n=n):
+      return tf.where(n > 0, tf.cast(total, tf.float64) / tf.maximum(n, 1.0),
+                      tf.constant(np.nan, tf.float64))
+
+    out[budgets_lib.label(density)] = collections.OrderedDict(
+        clients=clients,
+        uplink_bytes_per_client=mean(sums['uplink_bytes'][i]),
+        live_weights_per_client=mean(sums['live_weights'][i]),
+        over_budget_clients=sums['over_budget_clients'][i])
+  return out
 
 
 def build_masked_client_work(
@@ -327,8 +410,16 @@ def build_masked_client_work(
     readjustment: ReadjustmentConfig,
     loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
     always_dense=None,
+    budgets: tuple[float, ...] | None = None,
 ) -> tff.learning.templates.ClientWorkProcess:
-  """The FedDST client work; `models_fn` builds the models anew (see above)."""
+  """The FedDST client work; `models_fn` builds the models anew (see above).
+
+  With `budgets` (the densities of the budget groups, `sparsity.budgets`)
+  each client's data is `<data=B*, budget=float32*>` (`budget_data_type`):
+  the client trains and uploads the sub-mask of its budget, and the
+  measurements get, per group, `budget/<density>/...` (clients, mean uplink
+  bytes and live weights per client, clients above their budget).
+  """
   loop = loop_builder.build_training_loop(loop_implementation)
 
   with tf.Graph().as_default():
@@ -340,7 +431,10 @@ def build_masked_client_work(
   def client_update_comp(payload, data, fraction, readjust):
     client_update, _ = _build_client_update(models_fn, layout, optimizer,
                                             training, readjustment, loop,
-                                            always_dense)
+                                            always_dense, budgets)
+    if budgets:
+      budget = data['budget'].reduce(tf.constant(0.0), lambda a, b: a + b)
+      return client_update(payload, data['data'], fraction, readjust, budget)
     return client_update(payload, data, fraction, readjust)
 
   state_spec = collections.OrderedDict(
@@ -397,6 +491,8 @@ def build_masked_client_work(
         client_flops=stats['client_flops'],
         client_dense_flops=stats['client_dense_flops'],
     )
+    if budgets:
+      measurements['budget'] = _budget_measurements(budgets, stats['budget'])
     return new_state, measurements
 
   @tff.federated_computation(

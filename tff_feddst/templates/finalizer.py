@@ -42,6 +42,9 @@ class MaskRule:
       schedule (α, R_adj, R_end), which the quota follows.
     live_count_table: target live counts per round (row r; the last row
       holds from then on), one column per kernel; None: the layout's.
+    keep_unheld: a weight of the global mask that no usable client uploaded
+      keeps its previous value and stays in the union (per-client density
+      budgets: clients upload sub-masks of the global mask).
   """
   min_votes: int = 0
   remember_old: bool = False
@@ -51,6 +54,7 @@ class MaskRule:
   end_round: int = 0
   schedule: str = 'cosine'
   live_count_table: tuple[tuple[int, ...], ...] | None = None
+  keep_unheld: bool = False
 
 
 def live_count_table(layout: ModelLayout, kernel_shapes, sparsity: float,
@@ -75,6 +79,19 @@ def _targets(layout: ModelLayout, rule: MaskRule, round_num):
   return [table[row, i] for i in range(layout.num_kernels)]
 
 
+def _keep_unheld(masks, kernels, means, counts):
+  """Weights of the global mask that no usable client uploaded keep the
+  server's value and count as one vote (budget runs: clients upload
+  sub-masks, and a round whose clients all have small budgets must not erase
+  the weights only larger budgets hold)."""
+  new_means, new_counts = [], []
+  for old_mask, old_kernel, mean, c in zip(masks, kernels, means, counts):
+    unheld = tf.logical_and(old_mask > 0, c <= 0)
+    new_means.append(tf.where(unheld, old_kernel, mean))
+    new_counts.append(tf.where(unheld, tf.ones_like(c), c))
+  return new_means, new_counts
+
+
 def new_global_weights(layout: ModelLayout, trainable, non_trainable, sums,
                        *, rule: MaskRule = MaskRule(), round_num=0):
   """(candidate trainable, new non_trainable, new masks) before the optimizer."""
@@ -92,8 +109,12 @@ def new_global_weights(layout: ModelLayout, trainable, non_trainable, sums,
         round_num, rule.fraction, rule.end_round, rule.schedule)
   new_masks = []
   regrowing = rule.consensus_regrowth and rule.fraction > 0
+  if rule.keep_unheld:
+    means, counts_used = _keep_unheld(masks, kernels, means, counts)
+  else:
+    counts_used = counts
   for old_mask, old_kernel, mean, w, c, n in zip(
-      masks, kernels, means, weights, counts,
+      masks, kernels, means, weights, counts_used,
       _targets(layout, rule, round_num)):
     prev_live = tf.reduce_sum(tf.cast(old_mask > 0, tf.float32))
     quota = (tf.where(readjusting,
