@@ -15,11 +15,13 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import algorithms
+from tff_feddst.algorithms import registry
 from tff_feddst.program import metrics as metrics_lib
 from tff_feddst.sparse import codec
 from tff_feddst.sparsity import budgets
 from test_dynamics_options import eager_client, initial_payload
-from test_feddst_execution import DATA, common, model_fn
+from test_feddst_execution import (DATA, SPEC, common, loss_fn, metrics_fn,
+                                   model_fn)
 
 
 def with_budgets(datasets, densities):
@@ -182,3 +184,37 @@ def test_builder_refusals(kwargs, message):
   with pytest.raises(ValueError, match=message):
     algorithms.build_feddst_components(model_fn, **common(
         readjustment_ratio=0.0, **kwargs))
+
+
+@pytest.mark.parametrize('algorithm', ['feddst', 'feddst_consensus',
+                                       'random_mask', 'feddst_prox'])
+def test_every_sparse_algorithm_keeps_its_clients_within_budget(algorithm):
+  """Built through the registry (as the launcher does), readjusting where the
+  algorithm readjusts: every client's upload within its budget, layer by
+  layer, and the global density unchanged."""
+  hp = registry.resolve(
+      algorithm, {'client_epochs': 1, 'sparsity': 0.6,
+                  'client_density_budgets': '0.1:0.5,0.2:0.5'},
+      rounds=4, size_defaults={'rounds_between_readjustments': 1})
+  hp['algorithm'] = algorithm
+  process = registry.build(hp, model_fn, loss_fn=loss_fn, input_spec=SPEC,
+                           metrics_fn=metrics_fn, seed=1)
+  densities = [0.1, 0.2, 0.2, 0.1]
+  state = process.initialize()
+  for _ in range(2):  # Round 1 (0-based) readjusts for the FedDST variants.
+    out = process.next(state, with_budgets(DATA, densities))
+    state = out.state
+    flat = metrics_lib.flatten_metrics(out.metrics)
+    assert flat['round/budget/0.1/clients'] == 2
+    assert flat['round/budget/0.2/clients'] == 2
+    assert flat['round/budget/0.1/over_budget_clients'] == 0
+    assert flat['round/budget/0.2/over_budget_clients'] == 0
+    assert flat['density/total'] == pytest.approx(0.4, abs=0.01)
+  readjusts = hp['readjustment_ratio'] > 0
+  assert bool(flat['round/readjusted']) == readjusts
+  n = sum(int(np.prod(s)) for s in
+          algorithms.build_feddst_components(
+              model_fn, **common(sparsity=0.6, readjustment_ratio=0.0)
+          ).layout.kernel_shapes)
+  assert flat['round/budget/0.1/live_weights_per_client'] <= 0.1 * n + 2
+  assert flat['round/budget/0.2/live_weights_per_client'] <= 0.2 * n + 2
