@@ -14,6 +14,12 @@ readjustment). It uploads the sparse payload (`sparse.SparsePayload`): live
 values (float32 or 16-bit), its mask packed to bits only if it changed, and
 the dense params.
 
+With per-client density budgets (`budgets`, `sparsity.budgets`) the client
+data is `<data=B*, budget=float32*>`: right after decoding, a client keeps
+per layer only the largest |w| of the received mask within its budget, and
+trains, readjusts (prune and regrow keep its counts) and uploads that
+sub-mask (its mask bits then travel and are counted).
+
 The server-side state counts rounds (which drive α_r) and the cumulative bytes.
 """
 
