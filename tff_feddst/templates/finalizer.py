@@ -170,6 +170,50 @@ def mask_dynamics(old_masks, new_masks, initial_masks, counts,
       client_mask_jaccard=jaccard)
 
 
+def server_optimizer_step(server_optimizer, optimizer_state, layout: ModelLayout,
+                          old_trainable, candidate, masks):
+  """The optional server optimizer on the pseudo-gradient old - candidate,
+  re-masked (masked weights stay exactly 0). Returns (state, trainable)."""
+  if server_optimizer is None:
+    return optimizer_state, list(candidate)
+  pseudo_grad = tuple(o - c for o, c in zip(old_trainable, candidate))
+  optimizer_state, stepped = server_optimizer.next(
+      optimizer_state, tuple(old_trainable), pseudo_grad)
+  stepped = list(stepped)
+  for i, m in zip(layout.kernel_index, masks):
+    stepped[i] = stepped[i] * m
+  return optimizer_state, stepped
+
+
+def density_measurements(layout: ModelLayout, masks):
+  """Per-layer and total density of the global masks."""
+  live = [tf.reduce_sum(m) for m in masks]
+  return collections.OrderedDict(
+      layer_density=tf.stack([l / float(n) for l, n in
+                              zip(live, layout.kernel_sizes)]),
+      density=tf.add_n(live) / float(sum(layout.kernel_sizes)))
+
+
+def finalizer_process(init_tf, step, weights_type, update_type
+                      ) -> tff.learning.templates.FinalizerProcess:
+  """The FinalizerProcess around a server `step(state, weights, update)`."""
+
+  @tff.federated_computation()
+  def init_fn():
+    return tff.federated_eval(init_tf, tff.SERVER)
+
+  @tff.federated_computation(init_fn.type_signature.result,
+                             tff.FederatedType(weights_type, tff.SERVER),
+                             tff.FederatedType(update_type, tff.SERVER))
+  def next_fn(state, weights, update):
+    new_state, new_weights, measurements = tff.federated_map(
+        step, (state, weights, update))
+    return tff.templates.MeasuredProcessOutput(new_state, new_weights,
+                                               measurements)
+
+  return tff.learning.templates.FinalizerProcess(init_fn, next_fn)
+
+
 def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
                          server_optimizer=None, rule: MaskRule = MaskRule()
                          ) -> tff.learning.templates.FinalizerProcess:
@@ -184,11 +228,7 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
         optimizer=(() if server_optimizer is None else
                    server_optimizer.initialize(trainable_specs)))
 
-  @tff.federated_computation()
-  def init_fn():
-    return tff.federated_eval(init_tf, tff.SERVER)
-
-  state_type = init_fn.type_signature.result.member
+  state_type = init_tf.type_signature.result
 
   @tff.tensorflow.computation(state_type, weights_type, sums_type)
   def step(state, weights, sums):
@@ -198,14 +238,9 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
     (candidate, non_trainable), new_masks, counts = new_global_weights(
         layout, old_trainable, old_non_trainable, sums, rule=rule,
         round_num=round_num)
-    optimizer_state = state['optimizer']
-    if server_optimizer is not None:
-      pseudo_grad = tuple(o - c for o, c in zip(old_trainable, candidate))
-      optimizer_state, stepped = server_optimizer.next(
-          optimizer_state, tuple(old_trainable), pseudo_grad)
-      candidate = list(stepped)
-      for i, m in zip(layout.kernel_index, new_masks):
-        candidate[i] = candidate[i] * m
+    optimizer_state, candidate = server_optimizer_step(
+        server_optimizer, state['optimizer'], layout, old_trainable,
+        candidate, new_masks)
     # With no usable client update the model stays where it was.
     usable = sums.total_weight > 0
     trainable = [tf.where(usable, c, o) for c, o in zip(candidate, old_trainable)]
@@ -217,11 +252,7 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
     first = tf.equal(round_num, 0)
     initial_masks = [tf.where(first, o, m)
                      for o, m in zip(old_masks, state['initial_masks'])]
-    live = [tf.reduce_sum(m) for m in kept_masks]
-    measurements = collections.OrderedDict(
-        layer_density=tf.stack([l / float(n) for l, n in
-                                zip(live, layout.kernel_sizes)]),
-        density=tf.add_n(live) / float(sum(layout.kernel_sizes)))
+    measurements = density_measurements(layout, kept_masks)
     measurements.update(mask_dynamics(old_masks, kept_masks, initial_masks,
                                       counts, sums))
     new_state = collections.OrderedDict(
@@ -229,13 +260,4 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
         optimizer=optimizer_state)
     return new_state, new_weights, measurements
 
-  @tff.federated_computation(init_fn.type_signature.result,
-                             tff.FederatedType(weights_type, tff.SERVER),
-                             tff.FederatedType(sums_type, tff.SERVER))
-  def next_fn(state, weights, sums):
-    new_state, new_weights, measurements = tff.federated_map(
-        step, (state, weights, sums))
-    return tff.templates.MeasuredProcessOutput(new_state, new_weights,
-                                               measurements)
-
-  return tff.learning.templates.FinalizerProcess(init_fn, next_fn)
+  return finalizer_process(init_tf, step, weights_type, sums_type)
