@@ -60,14 +60,6 @@ def _optimizer(arg: OptimizerArg | None, name: str):
       f'callable returning one; got {arg!r}. Keras optimizers are not supported.')
 
 
-def _loss(loss_fn) -> tf.keras.losses.Loss:
-  loss = loss_fn if isinstance(loss_fn, tf.keras.losses.Loss) else loss_fn()
-  if not isinstance(loss, tf.keras.losses.Loss):
-    raise TypeError('loss_fn must be a tf.keras.losses.Loss or a no-arg '
-                    f'callable returning one; got {loss_fn!r}.')
-  return loss
-
-
 def _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
                 readjustment_end_round, prox_mu, min_votes, client_epochs,
                 client_weight_decay, regrowth_gradient_batches,
@@ -227,7 +219,8 @@ def _training_models_fn(model_fn, loss_fn, input_spec, metrics_fn):
             [v.ref() for v in wrapped.trainable_weights])
     forward_model = plain if same else wrapped
     model = tff.learning.models.from_keras_model(
-        forward_model, loss=_loss(loss_fn), input_spec=input_spec,
+        forward_model, loss=models_lib.loss_instance(loss_fn),
+        input_spec=input_spec,
         metrics=metrics_fn() if metrics_fn else None)
     return wrapped, model
 
@@ -391,7 +384,7 @@ def build_feddst_components(
   if client_optimizer is None:
     raise TypeError('client_optimizer_fn is required.')
   server_optimizer = _optimizer(server_optimizer_fn, 'server_optimizer_fn')
-  _loss(loss_fn)  # Fail early on a bad loss.
+  models_lib.loss_instance(loss_fn)  # Fail early on a bad loss.
   runtime.own_default_context()  # Our worker, not TFF's (it outlives Python).
 
   start = _initial_model(model_fn, input_spec, sparsity, sparsity_distribution,

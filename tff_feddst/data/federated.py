@@ -166,12 +166,8 @@ def load_emnist(cache_dir: str | os.PathLike | None = None,
   train_cd, test_cd = tff.simulation.datasets.emnist.load_data(
       only_digits=only_digits, cache_dir=str(cache_dir))
 
-  def restrict(
-      cd: tff.simulation.datasets.ClientData
-  ) -> tff.simulation.datasets.ClientData:
-    fn = cd.serializable_dataset_fn
-    return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
-        ids, lambda cid: _emnist_to_xy(fn(cid)))
+  def restrict(cd):
+    return restrict_clients(cd, ids, transform=_emnist_to_xy)
 
   summary = partition_lib.PartitionSummary.from_counts(
       np.array([train_sizes[c] for c in ids]), None,
@@ -209,10 +205,16 @@ def first_clients(federated: FederatedData, count: int) -> FederatedData:
   `--total_clients` takes the first N instead of partitioning.
   """
   ids = federated.client_ids[:count]
+  return dataclasses.replace(federated,
+                             train=restrict_clients(federated.train, ids),
+                             test=restrict_clients(federated.test, ids))
 
-  def restrict(client_data):
-    return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
-        ids, client_data.serializable_dataset_fn)
 
-  return dataclasses.replace(federated, train=restrict(federated.train),
-                             test=restrict(federated.test))
+def restrict_clients(client_data: tff.simulation.datasets.ClientData,
+                     ids, transform=None) -> tff.simulation.datasets.ClientData:
+  """`client_data` with only the clients `ids` (each dataset mapped by
+  `transform(dataset)` if given), still serializable for TFF."""
+  fn = client_data.serializable_dataset_fn
+  dataset_fn = fn if transform is None else (lambda cid: transform(fn(cid)))
+  return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
+      ids, dataset_fn)

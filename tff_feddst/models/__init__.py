@@ -1,5 +1,6 @@
 """Prunable Keras models: TF-MOT wrapping, mask access, and the paper's networks."""
 
+from tff_feddst.models.losses import loss_instance
 from tff_feddst.models.prunable import apply_initial_masks
 from tff_feddst.models.prunable import bias_sizes
 from tff_feddst.models.prunable import get_masks

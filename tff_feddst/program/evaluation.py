@@ -78,8 +78,7 @@ class Evaluator:
     self._x_central, self._y_central = federated_data.central_test
     self._x_clients, self._y_clients, self._segments, self._num_clients = (
         client_test_arrays(federated_data.test))
-    loss = (loss_fn if isinstance(loss_fn, tf.keras.losses.Loss)
-            else loss_fn())
+    loss = models_lib.loss_instance(loss_fn)
     self._model = model_fn()
     self._model.compile(
         loss=loss,
