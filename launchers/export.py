@@ -60,6 +60,15 @@ quiet.define_flag()
 def main(argv):
   quiet.filter_library_logs(_TF_LOG_LEVEL)
   del argv
+  # TF-free: a directory that is not a run is refused before TF loads.
+  from tff_feddst.program import hparams as hparams_lib  # pylint: disable=g-import-not-at-top
+  from tff_feddst.program import paths  # pylint: disable=g-import-not-at-top
+  hparams = hparams_lib.read_hparams(_ROOT.value)
+  weights_path = paths.RunPaths.of(_ROOT.value).model_weights
+  if hparams is None or not os.path.exists(weights_path):
+    sys.exit(f'--root_dir={_ROOT.value}: no hparams.json or model_weights.npz; '
+             'expected the directory of a launchers/train.py run with at least '
+             'one checkpoint.')
   tf_import.import_tensorflow()  # First: safe inside absl's main().
   # pylint: disable=g-import-not-at-top
   from tff_feddst import algorithms
@@ -68,12 +77,6 @@ def main(argv):
   from tff_feddst import models
   from tff_feddst import program
   # pylint: enable=g-import-not-at-top
-  hparams = program.read_hparams(_ROOT.value)
-  weights_path = program.RunPaths.of(_ROOT.value).model_weights
-  if hparams is None or not os.path.exists(weights_path):
-    sys.exit(f'--root_dir={_ROOT.value}: no hparams.json or model_weights.npz; '
-             'expected the directory of a launchers/train.py run with at least '
-             'one checkpoint.')
   try:
     x_test, input_shape, num_classes = _test_images(hparams)
   except data_lib.DatasetNotFoundError as e:

@@ -139,6 +139,10 @@ def test_other_launchers_import_tensorflow_once_the_flags_are_accepted(
     no_tf_env, tmp_path, script):
   """Valid flags reach the TensorFlow import (here: the fake's error)."""
   flag = '--root_dir' if script == EXPORT else '--output_dir'
+  if script == EXPORT:  # What export checks before TF: a run's files.
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'out' / 'hparams.json').write_text('{}')
+    (tmp_path / 'out' / 'model_weights.npz').write_bytes(b'')
   result = run(no_tf_env, script, f'{flag}={tmp_path / "out"}')
   assert result.returncode != 0 and BLOCKED in result.stderr
 
@@ -188,3 +192,10 @@ def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path):
       'train.py: interrupted (SIGINT) while starting; nothing was written — '
       'run the same command to start.'], stderr
   assert not root.exists()
+
+
+def test_export_refuses_a_directory_that_is_not_a_run(no_tf_env, tmp_path):
+  result = run(no_tf_env, EXPORT, f'--root_dir={tmp_path}')
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert f'--root_dir={tmp_path}: no hparams.json' in result.stderr
+  assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr

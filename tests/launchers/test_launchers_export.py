@@ -36,12 +36,6 @@ def test_export_from_run(launcher_runs, tmp_path):
     assert np.all(k[m == 0] == 0)
 
 
-def test_export_names_a_directory_that_is_not_a_run(tmp_path):
-  proc = run_script(EXPORT, f'--root_dir={tmp_path}')
-  assert proc.returncode != 0
-  assert f'--root_dir={tmp_path}' in proc.stderr
-
-
 def test_export_of_an_emnist_run(tmp_path, write_fake_emnist):
   """An EMNIST run's export is checked on the federated test split's images."""
   rng = np.random.default_rng(0)
