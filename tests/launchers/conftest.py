@@ -1,6 +1,7 @@
 """Launcher runs shared by the launcher tests (each child process costs ~10 s of imports)."""
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 import re
 import subprocess
@@ -55,3 +56,24 @@ def launcher_runs(tmp_path_factory):
       killed_returncode=codes['killed'], killed_stderr=texts['killed'][1],
       killed_worker_pid=int(match.group(1)) if match else None,
       resumed=resumed)
+
+
+@pytest.fixture(scope='session')
+def launcher():
+  """launchers/train.py as a module, loaded once per test process: it defines
+  absl flags, and a second load would define them twice."""
+  spec = importlib.util.spec_from_file_location('feddst_train_launcher', TRAIN)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture
+def parse(launcher):
+  """Parses train.py's flags in-process; undone after the test."""
+  def _parse(*argv):
+    launcher.FLAGS(['train.py', *argv])
+    return launcher
+
+  yield _parse
+  launcher.FLAGS.unparse_flags()

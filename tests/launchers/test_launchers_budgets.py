@@ -1,7 +1,6 @@
 """train.py with --client_density_budgets: one tiny run (child process) and
 the flag's refusals (in-process)."""
 
-import importlib.util
 
 from absl import flags
 import pytest
@@ -36,23 +35,6 @@ def test_budget_run_writes_per_group_columns(tmp_path):
       '0.05:0.3,0.1:0.3,0.2:0.4')
 
 
-@pytest.fixture(scope='module')
-def launcher():
-  spec = importlib.util.spec_from_file_location('feddst_budget_launcher',
-                                                TRAIN)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-@pytest.fixture
-def parse(launcher):
-  def _parse(*argv):
-    launcher.FLAGS(['train.py', *argv])
-    return launcher
-
-  yield _parse
-  launcher.FLAGS.unparse_flags()
 
 
 @pytest.mark.parametrize('argv,message', [

@@ -1,6 +1,5 @@
 """launchers/train.py end to end (child processes) and its flag checks (in-process)."""
 
-import importlib.util
 import os
 import time
 
@@ -95,24 +94,6 @@ def test_missing_data_names_paths_tried(tmp_path):
 
 
 # In-process checks of the flag validators and defaults (no training).
-
-
-@pytest.fixture(scope='module')
-def launcher():
-  spec = importlib.util.spec_from_file_location('feddst_train_launcher', TRAIN)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-@pytest.fixture
-def parse(launcher):
-  def _parse(*argv):
-    launcher.FLAGS(['train.py', *argv])
-    return launcher
-
-  yield _parse
-  launcher.FLAGS.unparse_flags()
 
 
 @pytest.mark.parametrize('argv,flag', [
