@@ -78,3 +78,26 @@ def test_every_algorithm_builds_and_runs_a_round(algorithm):
   assert density == pytest.approx(1.0 - hp['sparsity'], abs=0.01)
   weights = process.get_model_weights(out.state)
   assert all(np.all(np.isfinite(w)) for w in weights.trainable)
+
+
+def test_builder_signature_is_explicit_and_covers_every_option():
+  """The public builder lists its arguments (no **kwargs), and every option an
+  algorithm passes to the FedDST builder is one of them."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  from tff_feddst.algorithms import feddst  # pylint: disable=g-import-not-at-top
+  params = inspect.signature(feddst.build_weighted_feddst).parameters
+  assert all(p.kind is not inspect.Parameter.VAR_KEYWORD
+             for p in params.values())
+  assert all(p.annotation is not inspect.Parameter.empty
+             for p in params.values())
+  for config in registry.ALGORITHMS.values():
+    if config.builder.endswith(':build_weighted_feddst'):
+      assert set(config.options) | set(config.builder_args) <= set(params)
+
+
+def test_components_refuse_an_unknown_argument_naming_it():
+  from tff_feddst.algorithms import feddst  # pylint: disable=g-import-not-at-top
+  with pytest.raises(TypeError, match="unexpected keyword argument 'sparsty'"):
+    feddst.build_feddst_components(model_fn, loss_fn=loss_fn, input_spec=SPEC,
+                                   client_optimizer_fn=None, sparsity=0.5,
+                                   readjustment_ratio=0.0, sparsty=0.5)

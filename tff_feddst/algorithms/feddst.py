@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import inspect
+import types
 from typing import Any, NamedTuple
 
 from absl import logging
@@ -237,21 +238,7 @@ class FedDSTComponents(NamedTuple):
   finalizer: tff.learning.templates.FinalizerProcess
 
 
-def build_weighted_feddst(model_fn: Callable[[], tf.keras.Model], **kwargs
-                          ) -> tff.learning.templates.LearningProcess:
-  """Builds FedDST (and, by its arguments, FedAvg/FedAvgM/FedProx/RandomMask).
-
-  Takes the arguments of `build_feddst_components`; returns the
-  `tff.learning.templates.LearningProcess` composed from them
-  (initialize / next / get_model_weights / set_model_weights).
-  """
-  parts = build_feddst_components(model_fn, **kwargs)
-  return tff.learning.templates.compose_learning_process(
-      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
-      parts.aggregator, parts.finalizer)
-
-
-def build_feddst_components(
+def build_weighted_feddst(
     model_fn: Callable[[], tf.keras.Model],
     *,
     loss_fn: Any,
@@ -286,8 +273,13 @@ def build_feddst_components(
     dp_clients_per_round: int | None = None,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
-) -> FedDSTComponents:
-  """The FedDST pieces: sparse distributor, client work, aggregator, finalizer.
+) -> tff.learning.templates.LearningProcess:
+  """Builds FedDST (and, by its arguments, FedAvg/FedAvgM/FedProx/RandomMask).
+
+  Returns the `tff.learning.templates.LearningProcess` (initialize / next /
+  get_model_weights / set_model_weights) composed from the sparse
+  distributor, masked client work, masked-sum aggregator and mask finalizer
+  (`build_feddst_components` returns those parts).
 
   Args:
     model_fn: no-arg callable returning a new, plain (unwrapped) Sequential or
@@ -366,33 +358,60 @@ def build_feddst_components(
       program (`privacy.accounting`).
     loop_implementation: the local training loop (`tff.learning`).
   """
-  _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
-              readjustment_end_round, prox_mu, min_votes, client_epochs,
-              client_weight_decay, regrowth_gradient_batches, client_norm_bound,
-              readjust_after_epoch, final_sparsity)
-  upload_tf_dtype = sparse_lib.codec.upload_dtype(upload_dtype)
+  parts = _build_components(dict(locals()))
+  return tff.learning.templates.compose_learning_process(
+      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
+      parts.aggregator, parts.finalizer)
+
+
+def build_feddst_components(model_fn: Callable[[], tf.keras.Model], **kwargs
+                            ) -> FedDSTComponents:
+  """The parts `build_weighted_feddst` composes (for tests and custom loops).
+
+  Takes exactly the keyword arguments of `build_weighted_feddst`.
+  """
+  try:
+    bound = inspect.signature(build_weighted_feddst).bind(model_fn, **kwargs)
+  except TypeError as e:
+    raise TypeError(f'build_feddst_components takes the arguments of '
+                    f'build_weighted_feddst: {e}') from None
+  bound.apply_defaults()
+  return _build_components(bound.arguments)
+
+
+def _build_components(arguments: dict[str, Any]) -> FedDSTComponents:
+  """The FedDST pieces from the builder's (checked here) arguments."""
+  a = types.SimpleNamespace(**arguments)
+  _check_args(a.sparsity, a.readjustment_ratio,
+              a.rounds_between_readjustments, a.readjustment_end_round,
+              a.prox_mu, a.min_votes, a.client_epochs, a.client_weight_decay,
+              a.regrowth_gradient_batches, a.client_norm_bound,
+              a.readjust_after_epoch, a.final_sparsity)
+  upload_tf_dtype = sparse_lib.codec.upload_dtype(a.upload_dtype)
   dp_config = _dp_config(
-      dp_noise_multiplier, dp_clip_norm, dp_adaptive_quantile,
-      dp_clients_per_round, readjustment_ratio=readjustment_ratio,
-      upload_dtype=upload_dtype, final_sparsity=final_sparsity)
-  budgets = _budget_densities(client_density_budgets, sparsity, dp_config)
-  if sparsity_distribution not in sparsity_lib.DISTRIBUTIONS:
+      a.dp_noise_multiplier, a.dp_clip_norm, a.dp_adaptive_quantile,
+      a.dp_clients_per_round, readjustment_ratio=a.readjustment_ratio,
+      upload_dtype=a.upload_dtype, final_sparsity=a.final_sparsity)
+  budgets = _budget_densities(a.client_density_budgets, a.sparsity, dp_config)
+  if a.sparsity_distribution not in sparsity_lib.DISTRIBUTIONS:
     raise ValueError(f'sparsity_distribution must be one of '
-                     f'{sparsity_lib.DISTRIBUTIONS}, got {sparsity_distribution!r}.')
-  sparsity_lib.schedules.check_schedule(readjustment_schedule)
-  client_optimizer = _optimizer(client_optimizer_fn, 'client_optimizer_fn')
+                     f'{sparsity_lib.DISTRIBUTIONS}, got '
+                     f'{a.sparsity_distribution!r}.')
+  sparsity_lib.schedules.check_schedule(a.readjustment_schedule)
+  client_optimizer = _optimizer(a.client_optimizer_fn, 'client_optimizer_fn')
   if client_optimizer is None:
     raise TypeError('client_optimizer_fn is required.')
-  server_optimizer = _optimizer(server_optimizer_fn, 'server_optimizer_fn')
-  models_lib.loss_instance(loss_fn)  # Fail early on a bad loss.
+  server_optimizer = _optimizer(a.server_optimizer_fn, 'server_optimizer_fn')
+  models_lib.loss_instance(a.loss_fn)  # Fail early on a bad loss.
   runtime.own_default_context()  # Our worker, not TFF's (it outlives Python).
 
-  start = _initial_model(model_fn, input_spec, sparsity, sparsity_distribution,
-                         seed=seed, initial_weights=initial_weights)
+  start = _initial_model(a.model_fn, a.input_spec, a.sparsity,
+                         a.sparsity_distribution, seed=a.seed,
+                         initial_weights=a.initial_weights)
   layout = start.layout
   count_table = finalizer_lib.live_count_table(
-      layout, start.kernel_shapes, sparsity, final_sparsity,
-      readjustment_end_round, sparsity_distribution,
+      layout, start.kernel_shapes, a.sparsity, a.final_sparsity,
+      a.readjustment_end_round, a.sparsity_distribution,
       bias_sizes=start.bias_sizes)
 
   @tff.tensorflow.computation
@@ -402,46 +421,49 @@ def build_feddst_components(
         [tf.constant(w) for w in start.non_trainable])
 
   weights_type = initial_model_weights_fn.type_signature.result
-  models_fn = _training_models_fn(model_fn, loss_fn, input_spec, metrics_fn)
+  models_fn = _training_models_fn(a.model_fn, a.loss_fn, a.input_spec,
+                                  a.metrics_fn)
   distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
   payload_type = distributor.next.type_signature.result.result.member
-  data_type = tff.SequenceType(tff.types.tensorflow_to_type(input_spec))
+  data_type = tff.SequenceType(tff.types.tensorflow_to_type(a.input_spec))
   if budgets:
     data_type = client_work_lib.budget_data_type(data_type)
   client_work = client_work_lib.build_masked_client_work(
       models_fn, layout, payload_type, data_type,
       optimizer=client_optimizer,
       training=client_work_lib.LocalTrainingConfig(
-          epochs=client_epochs, weight_decay=client_weight_decay,
-          prox_mu=prox_mu, upload_dtype=upload_tf_dtype,
-          jit_compile=bool(client_jit_compile)),
+          epochs=a.client_epochs, weight_decay=a.client_weight_decay,
+          prox_mu=a.prox_mu, upload_dtype=upload_tf_dtype,
+          jit_compile=bool(a.client_jit_compile)),
       readjustment=client_work_lib.ReadjustmentConfig(
-          fraction=readjustment_ratio,
-          rounds_between=rounds_between_readjustments,
-          end_round=readjustment_end_round,
-          schedule=readjustment_schedule,
-          gradient_batches=regrowth_gradient_batches,
-          after_epoch=readjust_after_epoch),
-      loop_implementation=loop_implementation,
+          fraction=a.readjustment_ratio,
+          rounds_between=a.rounds_between_readjustments,
+          end_round=a.readjustment_end_round,
+          schedule=a.readjustment_schedule,
+          gradient_batches=a.regrowth_gradient_batches,
+          after_epoch=a.readjust_after_epoch),
+      loop_implementation=a.loop_implementation,
       always_dense=[min(row[i] for row in count_table) == size
                     for i, size in enumerate(layout.kernel_sizes)],
       budgets=budgets)
   if dp_config is not None:
     return _dp_components(start, initial_model_weights_fn, distributor,
-                          client_work, dp_config, norm_bound=client_norm_bound,
+                          client_work, dp_config,
+                          norm_bound=a.client_norm_bound,
                           server_optimizer=server_optimizer)
   client_result_type = client_work.next.type_signature.result.result.member
   aggregator = masked_mean.MaskedSumFactory(
-      layout, norm_bound=client_norm_bound).create(
+      layout, norm_bound=a.client_norm_bound).create(
       client_result_type.update, client_result_type.update_weight)
   sums_type = aggregator.next.type_signature.result.result.member
   finalizer = finalizer_lib.build_mask_finalizer(
       layout, weights_type, sums_type, server_optimizer=server_optimizer,
       rule=finalizer_lib.MaskRule(
-          min_votes=min_votes, remember_old=remember_old,
-          consensus_regrowth=consensus_regrowth, fraction=readjustment_ratio,
-          rounds_between=rounds_between_readjustments,
-          end_round=readjustment_end_round, schedule=readjustment_schedule,
+          min_votes=a.min_votes, remember_old=a.remember_old,
+          consensus_regrowth=a.consensus_regrowth,
+          fraction=a.readjustment_ratio,
+          rounds_between=a.rounds_between_readjustments,
+          end_round=a.readjustment_end_round, schedule=a.readjustment_schedule,
           live_count_table=count_table, keep_unheld=bool(budgets)))
   return FedDSTComponents(layout, initial_model_weights_fn, distributor,
                           client_work, aggregator, finalizer)
@@ -467,12 +489,6 @@ def _dp_components(start: _InitialModel, initial_model_weights_fn,
       server_optimizer=server_optimizer)
   return FedDSTComponents(layout, initial_model_weights_fn, distributor,
                           client_work, aggregator, finalizer)
-
-
-# The public builder takes exactly the components' keyword arguments.
-build_weighted_feddst.__signature__ = inspect.signature(
-    build_feddst_components).replace(
-        return_annotation=tff.learning.templates.LearningProcess)
 
 
 def keras_model_from_weights(model_fn: Callable[[], tf.keras.Model],
