@@ -45,9 +45,10 @@ def _test_images(hparams: dict) -> tuple:
   """(test images, input shape, number of classes) of the run's dataset."""
   from tff_feddst import data as data_lib  # pylint: disable=g-import-not-at-top
   data_dir = _DATA_DIR.value or hparams.get('data_dir')
-  if hparams['dataset'] == 'emnist':
-    federated = data_lib.load_emnist(
-        data_dir, min_examples=hparams.get('min_examples') or 0)
+  if hparams['dataset'] in ('emnist', 'tfrecord'):  # Federated on disk.
+    load = (data_lib.load_tfrecord if hparams['dataset'] == 'tfrecord' else
+            data_lib.load_emnist)
+    federated = load(data_dir, min_examples=hparams.get('min_examples') or 0)
     return (federated.central_test[0], federated.input_shape,
             federated.num_classes)
   centralized = data_lib.load(hparams['dataset'], data_dir)

@@ -3,7 +3,7 @@ to the same metrics as from the bundled reader (same seed)."""
 
 import csv
 
-from launcher_helpers import TRAIN, run_script
+from launcher_helpers import REPO, TRAIN, run_script
 from tff_feddst import data, program
 
 RUN = ['--rounds=2', '--eval_every=2', '--client_epochs=1', '--seed=0']
@@ -30,6 +30,12 @@ def test_tfrecord_round_trip_trains_like_the_bundled_reader(tmp_path):
   assert own.returncode == 0, own.stderr[-3000:]
   assert rows(tmp_path / 'own') == rows(tmp_path / 'bundled')
   assert program.read_hparams(tmp_path / 'own')['model'] == 'digits_cnn'
+  # The run exports, checked on the records' central test images.
+  export = run_script(REPO / 'launchers' / 'export.py',
+                      f'--root_dir={tmp_path / "own"}', '--noint8',
+                      '--num_samples=16')
+  assert export.returncode == 0, export.stderr[-3000:]
+  assert 'checked on 16 test images' in export.stdout
 
 
 def test_tfrecord_with_a_bad_data_dir_is_refused(tmp_path):
