@@ -1,0 +1,125 @@
+"""PruneFL's reconfiguration against brute force over every mask containing
+the protected core, and its stated edge cases."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from tff_feddst.sparsity import prunefl
+
+
+def brute_force_best(weights, masks, importance, times, base_time,
+                     max_decrease, base_importance=0.0):
+  """max R over all supersets of the core (the memo's definition)."""
+  cores = []
+  for w, m in zip(weights, masks):
+    live = np.sort(np.abs(w[m]))
+    threshold = live[int(max_decrease * live.size)]
+    cores.append(m & (np.abs(w) >= threshold))
+  free = [(l, i) for l, k in enumerate(cores) for i in np.flatnonzero(~k.ravel())]
+  best, best_masks = -np.inf, None
+  for pick in itertools.product((False, True), repeat=len(free)):
+    new = [k.copy().ravel() for k in cores]
+    for (l, i), on in zip(free, pick):
+      new[l][i] |= on
+    r = prunefl.objective(new, importance, times, base_time=base_time,
+                          base_importance=base_importance)
+    if r > best + 1e-12:
+      best, best_masks = r, new
+  return best, best_masks
+
+
+def random_case(seed):
+  rng = np.random.default_rng(seed)
+  shapes = [(2, 3), (4,)]
+  weights = [rng.normal(size=s) for s in shapes]
+  masks = [rng.random(s) < 0.5 for s in shapes]
+  for m in masks:
+    m.ravel()[0] = True  # Every layer has a live weight.
+  importance = [rng.exponential(size=s) for s in shapes]
+  times = list(rng.uniform(0.2, 2.0, size=len(shapes)))
+  return weights, masks, importance, times, float(rng.uniform(0.5, 3.0))
+
+
+@pytest.mark.parametrize('seed', range(12))
+@pytest.mark.parametrize('max_decrease', [0.0, 0.3, 0.6])
+def test_reconfiguration_attains_the_brute_force_maximum(seed, max_decrease):
+  weights, masks, importance, times, base = random_case(seed)
+  got = prunefl.reconfigure(weights, masks, importance, times, base_time=base,
+                            max_decrease=max_decrease, base_importance=0.5)
+  best, _ = brute_force_best(weights, masks, importance, times, base,
+                             max_decrease, base_importance=0.5)
+  assert prunefl.objective(got, importance, times, base_time=base,
+                           base_importance=0.5) == pytest.approx(best)
+  for g, m, w in zip(got, masks, weights):  # The core is kept.
+    core = prunefl.protected_core(w, m, max_decrease)
+    assert np.all(g[core])
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_the_cap_stops_the_greedy_early(seed):
+  """As the authors' density limit: the uncapped greedy's first picks (the
+  best ratios), truncated at the cap — not the exact capped maximum."""
+  weights, masks, importance, times, base = random_case(seed)
+  free = prunefl.reconfigure(weights, masks, importance, times,
+                             base_time=base, max_decrease=0.3)
+  core = [prunefl.protected_core(w, m, 0.3) for w, m in zip(weights, masks)]
+  cap = int(sum(k.sum() for k in core)) + 1
+  got = prunefl.reconfigure(weights, masks, importance, times, base_time=base,
+                            max_decrease=0.3, max_live=cap)
+  assert sum(g.sum() for g in got) == min(cap, sum(f.sum() for f in free))
+  for g, f in zip(got, free):
+    assert np.all(f[g])  # A subset of the uncapped mask.
+  ratio = lambda sel: np.concatenate([
+      s[sel(g, f, k)] / t for s, g, f, k, t in zip(importance, got, free,
+                                                   core, times)])
+  added = ratio(lambda g, f, k: g & ~k)
+  dropped = ratio(lambda g, f, k: f & ~g)
+  if added.size and dropped.size:
+    assert added.min() >= dropped.max()
+
+
+def test_no_decrease_and_no_importance_outside_keeps_the_mask():
+  rng = np.random.default_rng(0)
+  w, m = rng.normal(size=(5, 4)), rng.random((5, 4)) < 0.4
+  s = np.where(m, rng.exponential(size=m.shape), 0.0)
+  (got,) = prunefl.reconfigure([w], [m], [s], [1.0], base_time=1.0,
+                               max_decrease=0.0)
+  np.testing.assert_array_equal(got, m)
+
+
+def test_zero_importance_never_joins_and_a_strong_weight_does():
+  w = np.array([1.0, 2.0, 3.0, 0.0, 0.0])
+  m = np.array([True, True, True, False, False])
+  s = np.array([1.0, 1.0, 1.0, 0.0, 100.0])
+  (got,) = prunefl.reconfigure([w], [m], [s], [1.0], base_time=1.0,
+                               max_decrease=0.0)
+  np.testing.assert_array_equal(got, [True, True, True, False, True])
+
+
+def test_equal_times_give_one_importance_threshold():
+  rng = np.random.default_rng(3)
+  weights = [rng.normal(size=(30,)), rng.normal(size=(20,))]
+  masks = [rng.random(30) < 0.3, rng.random(20) < 0.3]
+  importance = [rng.exponential(size=30), rng.exponential(size=20)]
+  got = prunefl.reconfigure(weights, masks, importance, [1.0, 1.0],
+                            base_time=5.0, max_decrease=0.3)
+  added = np.concatenate([s[g & ~prunefl.protected_core(w, m, 0.3)]
+                          for s, g, w, m in zip(importance, got, weights,
+                                                masks)])
+  left = np.concatenate([s[~g] for s, g in zip(importance, got)])
+  assert added.size and left.size
+  assert added.min() >= left.max()
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(max_decrease=1.0), 'max_decrease'),
+    (dict(max_decrease=0.3, base_time=0.0), 'base_time'),
+])
+def test_bad_arguments_are_refused(kwargs, message):
+  args = dict(base_time=1.0)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=message):
+    prunefl.reconfigure([np.ones(3)], [np.ones(3, bool)], [np.ones(3)], [1.0],
+                        **args)

@@ -1,0 +1,125 @@
+"""PruneFL's mask reconfiguration (Jiang et al., IEEE TNNLS 2022), in numpy.
+
+PruneFL picks the mask that maximises the approximate empirical-risk
+reduction per unit of round time:
+
+    R(M) = (S0 + Σ_{j∈M} s_j) / (c + Σ_{j∈M} t_l(j))
+
+s_j ≥ 0 is a weight's importance (aggregated squared gradients: one SGD step
+along g lowers the loss by ≈ η Σ g_j², so a weight's share is g_j²), t_l > 0
+the time one live weight of layer l adds to a round (computation and
+communication, linear in the live count), c the round's fixed time, S0 the
+importance of what is always present (dense parameters).
+
+The search keeps a protected core — in each layer the live weights whose
+magnitude is not among the smallest `max_decrease` share — and adds
+candidates (the rest, live or not) in decreasing order of s_j / t_l while
+that ratio exceeds the current R. Adding an element raises a ratio exactly
+when its own ratio is above it, so this greedy order maximises R over all
+masks containing the core (the authors' `architecture_search` uses a heap
+for the same order; we sort once). `max_live` caps the live count (PruneFL's
+optional density limit; we use it to compare at a target sparsity): as in the
+authors' code the greedy then stops at the cap, which keeps the best-ratio
+candidates but is not the exact maximum of R under a cardinality limit.
+
+Pure numpy (no TensorFlow), so the rule is tested against brute force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def protected_core(weights: np.ndarray, mask: np.ndarray,
+                   max_decrease: float) -> np.ndarray:
+  """The live weights PruneFL never drops in this reconfiguration.
+
+  Of a layer's q = |live| live weights, the floor(max_decrease · q) smallest
+  |w| may go; the core is every live weight at least as large as the
+  (floor(max_decrease · q) + 1)-th smallest live magnitude.
+  """
+  if not 0.0 <= max_decrease < 1.0:
+    raise ValueError(f'max_decrease must be in [0, 1), got {max_decrease!r}.')
+  mask = np.asarray(mask, bool)
+  live = np.abs(np.asarray(weights))[mask]
+  if live.size == 0:
+    return np.zeros_like(mask)
+  threshold = np.sort(live)[int(max_decrease * live.size)]
+  return mask & (np.abs(weights) >= threshold)
+
+
+def reconfigure(weights: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                importance: Sequence[np.ndarray],
+                time_per_weight: Sequence[float], *, base_time: float,
+                max_decrease: float, base_importance: float = 0.0,
+                max_live: int | None = None) -> list[np.ndarray]:
+  """PruneFL's next masks (one bool array per prunable kernel).
+
+  Args:
+    weights: the server's kernels (magnitudes choose the protected core).
+    masks: their current masks.
+    importance: s_j ≥ 0 per weight, same shapes.
+    time_per_weight: t_l > 0 per kernel.
+    base_time: c > 0, the round time that does not depend on the mask.
+    max_decrease: the share of each layer's live weights that may leave.
+    base_importance: S0 ≥ 0.
+    max_live: at most this many live weights in all (None: no cap); the core
+      is always kept, even when it alone exceeds the cap.
+
+  Returns:
+    The masks that maximise R over masks containing the core (under the cap).
+  """
+  if not (len(weights) == len(masks) == len(importance) ==
+          len(time_per_weight)):
+    raise ValueError('weights, masks, importance and time_per_weight need '
+                     'one entry per kernel.')
+  if base_time <= 0 or any(t <= 0 for t in time_per_weight):
+    raise ValueError('base_time and every time_per_weight must be > 0.')
+  if any(np.any(np.asarray(s) < 0) for s in importance):
+    raise ValueError('importance must be >= 0.')
+  cores = [protected_core(w, m, max_decrease)
+           for w, m in zip(weights, masks)]
+  numerator = base_importance + sum(float(np.sum(np.asarray(s)[k]))
+                                    for s, k in zip(importance, cores))
+  denominator = base_time + sum(t * int(k.sum())
+                                for t, k in zip(time_per_weight, cores))
+  # Candidates of every layer, flattened: (ratio, importance, time, layer, i).
+  layer_ids, flat_ids, gains, costs = [], [], [], []
+  for layer, (s, k, t) in enumerate(zip(importance, cores, time_per_weight)):
+    candidates = np.flatnonzero(~k.ravel())
+    layer_ids.append(np.full(candidates.size, layer))
+    flat_ids.append(candidates)
+    gains.append(np.asarray(s, np.float64).ravel()[candidates])
+    costs.append(np.full(candidates.size, float(t)))
+  layer_ids, flat_ids, gains, costs = (np.concatenate(a) for a in (
+      layer_ids, flat_ids, gains, costs))
+  # Best ratio first; ties by layer then index (np.lexsort: last key first).
+  order = np.lexsort((flat_ids, layer_ids, -gains / costs))
+  gains, costs = gains[order], costs[order]
+  before_num = numerator + np.concatenate([[0.0], np.cumsum(gains)[:-1]])
+  before_den = denominator + np.concatenate([[0.0], np.cumsum(costs)[:-1]])
+  # Element k joins iff its ratio beats R of the first k: the first failure
+  # stops the search (every later ratio is no larger, R no smaller).
+  improves = gains * before_den > before_num * costs
+  taken = int(np.argmin(improves)) if not improves.all() else improves.size
+  if max_live is not None:
+    core_live = sum(int(k.sum()) for k in cores)
+    taken = min(taken, max(0, max_live - core_live))
+  new = [k.copy().ravel() for k in cores]
+  for layer, i in zip(layer_ids[order][:taken], flat_ids[order][:taken]):
+    new[layer][i] = True
+  return [n.reshape(np.shape(m)) for n, m in zip(new, masks)]
+
+
+def objective(masks: Sequence[np.ndarray], importance: Sequence[np.ndarray],
+              time_per_weight: Sequence[float], *, base_time: float,
+              base_importance: float = 0.0) -> float:
+  """R(M), the ratio `reconfigure` maximises."""
+  gain = base_importance + sum(
+      float(np.sum(np.ravel(s)[np.ravel(m).astype(bool)]))
+      for s, m in zip(importance, masks))
+  cost = base_time + sum(t * int(np.sum(m))
+                         for t, m in zip(time_per_weight, masks))
+  return gain / cost
