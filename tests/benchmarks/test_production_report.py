@@ -57,6 +57,23 @@ def test_report_tables_and_kept_notes(tmp_path):
   warm = sum(0.65 + r / 1000 for r in (45, 50, 55, 60)) / 4
   assert f'| warm | 60 | 0.655 | 50 | 0.700 | {warm:.3f} | 120.000 |' in text
   assert text.endswith('## Notes\nkeep me\n')
+  assert '## Differential privacy\n\nDP-FedAvg' in text
+  assert 'Not run yet.' in text.split('## Differential privacy')[1]
+  # DP: C is the median clip of calibration rounds 11-20 (values 11..20 -> 16).
+  calibration = rows(lambda r: 0.3, 20)
+  for r in calibration:
+    r['aggregator/dp/dp_query_metrics/clip'] = float(r['round'])
+  fake_runs.write_run(root / 'dp' / 'calibrate', {}, calibration)
+  private = rows(lambda r: 0.5 + (0.1 if r > 100 else 0.0), 150)
+  for r in private:
+    r['privacy/epsilon'], r['privacy/delta'] = r['round'] / 100, 0.0025
+  fake_runs.write_run(root / 'dp' / 'fedavg_z0.5', {}, private)
+  text = report(root, docs)
+  assert 'Fixed clip C = 16 ' in text
+  assert '| fedavg_z0.5 | 150 | 1.500 | 0.003 | 0.600 | 0.600 | 300.000 |' in text
+  assert '--dp_clip_norm=16.0' in text
+  assert json.loads((root / 'dp' / 'clip_norm.json').read_text())[
+      'clip_norm'] == 16.0
   # A differing metric is reported as such.
   other = rows(lambda r: r / 100, 20)
   other[3]['train/accuracy'] = 0.6
@@ -68,7 +85,7 @@ def test_report_tables_and_kept_notes(tmp_path):
 
 def test_unknown_study_is_refused(tmp_path):
   proc = subprocess.run(
-      [sys.executable, str(PRODUCTION), '--studies=dp',
+      [sys.executable, str(PRODUCTION), '--studies=nope',
        f'--root_dir={tmp_path}'], capture_output=True, text=True, cwd=REPO)
   assert proc.returncode != 0 and '--studies' in proc.stderr
   assert 'Traceback' not in proc.stderr
