@@ -108,16 +108,11 @@ def summarize(setting: str, variant: str) -> dict | None:
   rows = report_lib.read_rows(run_dir(setting, variant))
   if not rows:
     return None
-  evals = [r for r in rows if report_lib.value(r, 'test/client_mean_accuracy') is not None]
   out = dict(variant=variant, rounds=int(rows[-1]['round']))
   for mb in BUDGETS_MB:
-    within = [report_lib.value(r, 'test/client_mean_accuracy') for r in evals
-              if report_lib.value(r, 'round/cumulative_uplink_bytes') <= mb * report_lib.BYTES_PER_MB]
-    out[f'acc@{mb}MB'] = max(within) if within else None
-  tail = [report_lib.value(r, 'test/client_mean_accuracy') for r in evals
-          if int(r['round']) >= TAIL_FROM]
-  out[f'acc_mean_r{TAIL_FROM}+'] = (sum(tail) / len(tail) if tail and
-                                    out['rounds'] >= _ROUNDS.value else None)
+    out[f'acc@{mb}MB'] = report_lib.best_within_mb(rows, mb)
+  out[f'acc_mean_r{TAIL_FROM}+'] = report_lib.tail_mean(rows, TAIL_FROM,
+                                                       _ROUNDS.value)
   turnover = report_lib.value(rows[-1], 'finalizer/mask_turnover')
   out['turnover'] = turnover
   jaccards = [report_lib.value(r, 'finalizer/client_mask_jaccard') for r in rows
@@ -125,7 +120,7 @@ def summarize(setting: str, variant: str) -> dict | None:
   jaccards = [j for j in jaccards if j is not None]
   out['jaccard_readjusting'] = (sum(jaccards) / len(jaccards) if jaccards
                                 else None)
-  out['uplink_MB'] = report_lib.value(rows[-1], 'round/cumulative_uplink_bytes') / report_lib.BYTES_PER_MB
+  out['uplink_MB'] = report_lib.uplink_mb(rows)
   return out
 
 
@@ -139,8 +134,7 @@ def report() -> None:
     rows = [s for s in (summarize(setting, v) for v in _VARIANTS.value) if s]
     if not rows:
       continue
-    table = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
-    table += ['| ' + ' | '.join(report_lib.fmt(r[k]) for k in keys) + ' |' for r in rows]
+    table = report_lib.markdown_table(keys, rows)
     base = {r['variant']: r for r in rows}.get('random_mask')
     dense = {r['variant']: r for r in rows}.get('fedavg')
     diffs = []

@@ -232,25 +232,17 @@ def _warm_start_rows() -> list[dict]:
     rows = report_lib.read_rows(_dir('warm_start', name))
     if not rows:
       continue
-    evals = [r for r in rows if
-             report_lib.value(r, 'test/client_mean_accuracy') is not None]
-    acc = lambda r: report_lib.value(r, 'test/client_mean_accuracy')
+    evals = report_lib.evaluations(rows)
+    acc = lambda r: report_lib.value(r, report_lib.ACCURACY)
     reached = [int(r['round']) for r in evals if acc(r) >= _TARGET.value]
-    budget = UPLINK_MB * report_lib.BYTES_PER_MB
-    within = [acc(r) for r in evals if report_lib.value(
-        r, 'round/cumulative_uplink_bytes') <= budget]
-    last_third = [acc(r) for r in evals
-                  if int(r['round']) > _ROUNDS.value * 2 // 3]
-    complete = int(rows[-1]['round']) >= _ROUNDS.value
     out.append({
         'start': name, 'rounds': int(rows[-1]['round']),
         'first eval': acc(evals[0]) if evals else None,
         f'round reaching {_TARGET.value}': reached[0] if reached else None,
-        f'acc@{UPLINK_MB}MB': max(within) if within else None,
-        'mean last third': (sum(last_third) / len(last_third)
-                            if complete and last_third else None),
-        'uplink_MB': report_lib.value(rows[-1], 'round/cumulative_uplink_bytes')
-                     / report_lib.BYTES_PER_MB})
+        f'acc@{UPLINK_MB}MB': report_lib.best_within_mb(rows, UPLINK_MB),
+        'mean last third': report_lib.tail_mean(
+            rows, _ROUNDS.value * 2 // 3 + 1, _ROUNDS.value),
+        'uplink_MB': report_lib.uplink_mb(rows)})
   return out
 
 
@@ -266,11 +258,7 @@ def _warm_start_section() -> list[str]:
     lines += [f'Central model: {info["examples"]} training images '
               f'({info["central_fraction"]:.0%}), {info["epochs"]} epochs, '
               f'test accuracy {info["test_accuracy"]:.3f}.', '']
-  keys = list(rows[0])
-  lines += ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
-  lines += ['| ' + ' | '.join(report_lib.fmt(r[k]) for k in keys) + ' |'
-            for r in rows]
-  return lines
+  return lines + report_lib.markdown_table(list(rows[0]), rows)
 
 
 def _dp_section() -> list[str]:
@@ -285,19 +273,13 @@ def _dp_section() -> list[str]:
            '| run | rounds | ε | δ | mean client acc, last third | '
            'best client acc | uplink MB |', '|---|---|---|---|---|---|---|']
   for name, rows in runs:
-    acc = [report_lib.value(r, 'test/client_mean_accuracy') for r in rows
-           if int(r['round']) > DP_ROUNDS * 2 // 3]
-    acc = [a for a in acc if a is not None]
-    complete = int(rows[-1]['round']) >= DP_ROUNDS
-    best = [report_lib.value(r, 'test/client_mean_accuracy') for r in rows]
-    best = [a for a in best if a is not None]
+    best = [report_lib.value(r, report_lib.ACCURACY)
+            for r in report_lib.evaluations(rows)]
     cells = [rows[-1]['round'],
              report_lib.value(rows[-1], 'privacy/epsilon'),
              report_lib.value(rows[-1], 'privacy/delta'),
-             sum(acc) / len(acc) if complete and acc else None,
-             max(best) if best else None,
-             report_lib.value(rows[-1], 'round/cumulative_uplink_bytes') /
-             report_lib.BYTES_PER_MB]
+             report_lib.tail_mean(rows, DP_ROUNDS * 2 // 3 + 1, DP_ROUNDS),
+             max(best) if best else None, report_lib.uplink_mb(rows)]
     lines.append(f'| {name} | ' + ' | '.join(report_lib.fmt(c) for c in cells)
                  + ' |')
   return lines

@@ -45,3 +45,42 @@ def write_doc(path: str, generated: str) -> str:
   text = generated.rstrip('\n') + '\n\n' + NOTES_MARKER + notes
   paths.write_atomic(path, text)
   return text
+
+
+ACCURACY = 'test/client_mean_accuracy'
+
+
+def evaluations(rows: list[dict], key: str = ACCURACY) -> list[dict]:
+  """The rows that hold an evaluation of `key`."""
+  return [r for r in rows if value(r, key) is not None]
+
+
+def best_within_mb(rows: list[dict], mb: float, key: str = ACCURACY):
+  """Best `key` among evaluations within `mb` MB of cumulative uplink."""
+  within = [value(r, key) for r in evaluations(rows, key)
+            if value(r, 'round/cumulative_uplink_bytes') <= mb * BYTES_PER_MB]
+  return max(within) if within else None
+
+
+def tail_mean(rows: list[dict], from_round: int, rounds: int,
+              key: str = ACCURACY):
+  """Mean `key` over evaluations from `from_round` on; None until the run
+  has all `rounds` (a partial tail would not compare)."""
+  if not rows or int(rows[-1]['round']) < rounds:
+    return None
+  tail = [value(r, key) for r in evaluations(rows, key)
+          if int(r['round']) >= from_round]
+  return sum(tail) / len(tail) if tail else None
+
+
+def uplink_mb(rows: list[dict]):
+  """Cumulative uplink of the last round, in MB."""
+  return (value(rows[-1], 'round/cumulative_uplink_bytes') / BYTES_PER_MB
+          if rows else None)
+
+
+def markdown_table(keys: list[str], rows: list[dict]) -> list[str]:
+  """`rows` (dicts with `keys`) as Markdown table lines."""
+  return (['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)] +
+          ['| ' + ' | '.join(fmt(r.get(k)) for k in keys) + ' |'
+           for r in rows])
