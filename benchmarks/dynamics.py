@@ -49,11 +49,7 @@ _DOCS = flags.DEFINE_string('docs_dir', os.path.join(_REPO, 'docs'),
 
 SETTINGS = {'s95_seed0': (0.95, 0), 's95_seed1': (0.95, 1),
             's90_seed0': (0.9, 0)}
-PAPER = ['--dataset=fashion_mnist', '--total_clients=400', '--beta=0.1',
-         '--clients_per_round=20', '--client_epochs=10', '--batch_size=32',
-         '--client_learning_rate=0.01', '--client_momentum=0.9',
-         '--client_weight_decay=0.001', '--checkpoint_every=5',
-         '--eval_every=5']
+PAPER = [*report_lib.PAPER_FLAGS, '--eval_every=5']
 _DST = ['--readjustment_ratio=0.05', '--rounds_between_readjustments=10']
 VARIANTS = {
     'random_mask': ['--algorithm=random_mask'],

@@ -65,13 +65,9 @@ TFRECORD_RUN = ['--rounds=20', '--seed=0']
 # --dataset=tfrecord takes the paper's run-size defaults; the demo's, given.
 TFRECORD_DEMO_SIZE = ['--clients_per_round=5',
                       '--rounds_between_readjustments=3', '--eval_every=4']
-PAPER = ['--dataset=fashion_mnist', '--total_clients=400', '--beta=0.1',
-         '--clients_per_round=20', '--client_epochs=10', '--batch_size=32',
-         '--client_learning_rate=0.01', '--client_momentum=0.9',
-         '--client_weight_decay=0.001', '--checkpoint_every=5',
-         '--eval_every=5', '--algorithm=feddst', '--sparsity=0.9',
-         '--readjustment_ratio=0.05', '--rounds_between_readjustments=10',
-         '--seed=0']
+PAPER = [*report_lib.PAPER_FLAGS, '--eval_every=5', '--algorithm=feddst',
+         '--sparsity=0.9', '--readjustment_ratio=0.05',
+         '--rounds_between_readjustments=10', '--seed=0']
 UPLINK_MB = 100
 DP_COMMON = ['--dataset=fashion_mnist', '--total_clients=400', '--beta=0.1',
              '--clients_per_round=100', '--client_epochs=1',

@@ -10,6 +10,12 @@ from tff_feddst.program import metrics
 from tff_feddst.program import paths
 
 NOTES_MARKER = '<!-- Everything below this line is kept by --report. -->'
+# The paper's Fashion-MNIST federation and client settings (launcher flags).
+PAPER_FLAGS = ('--dataset=fashion_mnist', '--total_clients=400', '--beta=0.1',
+               '--clients_per_round=20', '--client_epochs=10',
+               '--batch_size=32', '--client_learning_rate=0.01',
+               '--client_momentum=0.9', '--client_weight_decay=0.001',
+               '--checkpoint_every=5')
 BYTES_PER_MB = metrics.BYTES_PER_MB
 
 

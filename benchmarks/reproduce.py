@@ -48,10 +48,7 @@ _TAIL_FROM = 101
 _LEVEL = 0.01
 NOTES_MARKER = report_lib.NOTES_MARKER
 
-PAPER = ['--dataset=fashion_mnist', '--total_clients=400', '--beta=0.1',
-         '--clients_per_round=20', '--client_epochs=10', '--batch_size=32',
-         '--client_learning_rate=0.01', '--client_momentum=0.9',
-         '--client_weight_decay=0.001', '--checkpoint_every=5']
+PAPER = list(report_lib.PAPER_FLAGS)
 # Sparse runs upload ~4 MB per round, dense ones ~21 MB: dense runs are
 # evaluated every 4 rounds so that the 100/200 MB budgets see an evaluation.
 EVAL_EVERY = {'fedavg': 4, 'fedavgm': 4, 'fedprox': 4}
