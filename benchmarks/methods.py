@@ -1,0 +1,206 @@
+"""The field on one framework: the runs and tables of docs/methods.md.
+
+  uv run python benchmarks/methods.py [--settings=s90_seed0] [--variants=...]
+  uv run python benchmarks/methods.py --report   # writes docs/methods.md
+
+Fashion-MNIST, 400 clients, Dirichlet β=0.1, the paper's client settings,
+150 rounds: every sparse method at S=0.9 on the same data, clients, byte
+accounting and metrics; dense FedAvg as the reference; FedDST and FLASH with
+per-client density budgets 0.05/0.1/0.2 (at S=0.8: a budget cannot exceed
+the global density 1 − S, so 0.2 needs S ≤ 0.8).
+
+Resumable and frozen-clone friendly, like benchmarks/dynamics.py: each run is
+a `launchers/train.py` run directory that resumes from its checkpoints; a
+complete run returns at once. Every variant's flags are checked against the
+algorithm registry before the first run starts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+from tff_feddst.algorithms import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import report_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SETTINGS = {'s90_seed0': 0, 's90_seed1': 1}  # Partition/init seed.
+SPARSITY = 0.9
+BUDGETS = '0.05:0.3,0.1:0.3,0.2:0.4'
+BUDGET_SPARSITY = 0.8
+_DST = ['--readjustment_ratio=0.05', '--rounds_between_readjustments=10']
+VARIANTS = {
+    'fedavg': ['--algorithm=fedavg'],
+    'random_mask': ['--algorithm=random_mask', f'--sparsity={SPARSITY}'],
+    'feddst': ['--algorithm=feddst', f'--sparsity={SPARSITY}', *_DST],
+    'flash_spdst': ['--algorithm=flash_spdst', f'--sparsity={SPARSITY}'],
+    'flash_jmwst': ['--algorithm=flash_jmwst', f'--sparsity={SPARSITY}'],
+    'sparsyfed': ['--algorithm=sparsyfed', f'--sparsity={SPARSITY}'],
+    'feddst_budgets': ['--algorithm=feddst', f'--sparsity={BUDGET_SPARSITY}',
+                       *_DST, f'--client_density_budgets={BUDGETS}'],
+    'flash_jmwst_budgets': ['--algorithm=flash_jmwst',
+                            f'--sparsity={BUDGET_SPARSITY}',
+                            f'--client_density_budgets={BUDGETS}'],
+}
+BUDGETS_MB = (50, 100, 200)
+TAIL_FROM = 101
+
+_ROOT = flags.DEFINE_string('root_dir', '/var/tmp/tff_feddst/methods',
+                            'One run directory per setting/variant below this.')
+_ROUNDS = flags.DEFINE_integer('rounds', 150, 'Rounds per run.', lower_bound=1)
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Fashion-MNIST files.')
+_SETTINGS = flags.DEFINE_list('settings', ['s90_seed0', 's90_seed1'],
+                              'Which settings, in this order.')
+_VARIANTS = flags.DEFINE_list('variants', list(VARIANTS),
+                              'Which variants of each setting, in this order.')
+_REPORT = flags.DEFINE_bool('report', False,
+                            'Write docs/methods.md and plots from the runs.')
+_DOCS = flags.DEFINE_string('docs_dir', os.path.join(_REPO, 'docs'),
+                            'Where --report writes.')
+
+
+def run_dir(setting: str, variant: str) -> str:
+  return os.path.join(_ROOT.value, setting, variant)
+
+
+def command(setting: str, variant: str) -> list[str]:
+  args = [sys.executable, os.path.join(_REPO, 'launchers', 'train.py'),
+          *report_lib.PAPER_FLAGS, '--eval_every=5', *VARIANTS[variant],
+          f'--rounds={_ROUNDS.value}', f'--seed={SETTINGS[setting]}',
+          f'--root_dir={run_dir(setting, variant)}']
+  if '--readjustment_ratio=0.05' in VARIANTS[variant]:
+    args.append(f'--readjustment_end_round={_ROUNDS.value // 2}')
+  if _DATA_DIR.value:
+    args.append(f'--data_dir={_DATA_DIR.value}')
+  return args
+
+
+def check_command(setting: str, variant: str) -> None:
+  """Raises registry.OptionError if a variant's algorithm flags are invalid."""
+  given, algorithm = {}, None
+  for arg in command(setting, variant)[2:]:
+    name, _, value = arg[2:].partition('=')
+    if name == 'algorithm':
+      algorithm = value
+    elif name in registry.OPTIONS:
+      kind = registry.OPTIONS[name].type
+      given[name] = True if kind is bool and not value else kind(value)
+  registry.resolve(algorithm, given, rounds=_ROUNDS.value,
+                   size_defaults={'rounds_between_readjustments': 10},
+                   flag_prefix='--')
+
+
+def _budget_labels(rows: list[dict]) -> list[str]:
+  prefix, suffix = 'test/budget/', '/client_mean_accuracy'
+  return sorted((k[len(prefix):-len(suffix)] for k in rows[0]
+                 if k.startswith(prefix) and k.endswith(suffix)), key=float)
+
+
+def summarize(setting: str, variant: str) -> list[dict]:
+  """The table rows of one run (one more per budget group); [] before it
+  starts."""
+  rows = report_lib.read_rows(run_dir(setting, variant))
+  if not rows:
+    return []
+  flops = sum(report_lib.value(r, 'round/client_flops') or 0.0 for r in rows)
+  out = [dict(variant=variant, rounds=int(rows[-1]['round']),
+              **{f'acc@{mb}MB': report_lib.best_within_mb(rows, mb)
+                 for mb in BUDGETS_MB},
+              **{f'acc_mean_r{TAIL_FROM}+': report_lib.tail_mean(
+                  rows, TAIL_FROM, _ROUNDS.value)},
+              uplink_MB=report_lib.uplink_mb(rows),
+              client_TFLOP=flops / 1e12)]
+  for label in _budget_labels(rows):
+    per_client = [report_lib.value(r, f'round/budget/{label}/'
+                                   'uplink_bytes_per_client') for r in rows]
+    per_client = [b for b in per_client if b is not None]
+    out.append({
+        'variant': f'{variant} [budget {label}]',
+        f'acc_mean_r{TAIL_FROM}+': report_lib.tail_mean(
+            rows, TAIL_FROM, _ROUNDS.value,
+            key=f'test/budget/{label}/client_mean_accuracy'),
+        'uplink_MB_per_client_round': (
+            sum(per_client) / len(per_client) / report_lib.BYTES_PER_MB
+            if per_client else None)})
+  return out
+
+
+def report() -> None:
+  """Writes docs/methods.md (one table per setting) and plots."""
+  keys = (['variant', 'rounds'] + [f'acc@{mb}MB' for mb in BUDGETS_MB] +
+          [f'acc_mean_r{TAIL_FROM}+', 'uplink_MB', 'client_TFLOP',
+           'uplink_MB_per_client_round'])
+  sections, status = [], []
+  for setting in _SETTINGS.value:
+    rows = [row for v in _VARIANTS.value for row in summarize(setting, v)]
+    done = [r['variant'] for r in rows
+            if r.get('rounds', 0) >= _ROUNDS.value]
+    status.append(f'- {setting}: complete {done or "none"}; not complete '
+                  f'{[v for v in _VARIANTS.value if v not in done] or "none"}')
+    if not rows:
+      continue
+    out_dir = os.path.join(_DOCS.value, 'methods', setting)
+    os.makedirs(out_dir, exist_ok=True)
+    started = [v for v in _VARIANTS.value if summarize(setting, v)]
+    subprocess.run([sys.executable, os.path.join(_REPO, 'launchers', 'plot.py'),
+                    '--run_dirs=' + ','.join(run_dir(setting, v)
+                                             for v in started),
+                    f'--output_dir={out_dir}'], check=True)
+    sections += [f'## {setting}', '', *report_lib.markdown_table(keys, rows),
+                 '', f'![accuracy vs uplink](methods/{setting}/'
+                 'accuracy_vs_uplink.png)',
+                 f'![accuracy vs rounds](methods/{setting}/'
+                 'accuracy_vs_rounds.png)', '']
+  commands = '\n'.join(
+      'uv run python ' + ' '.join(
+          [os.path.relpath(command(s, v)[1], _REPO)] + command(s, v)[2:])
+      for s in _SETTINGS.value for v in _VARIANTS.value)
+  text = '\n'.join([
+      '# Sparse federated methods on one framework', '',
+      'Generated by `uv run python benchmarks/methods.py --report` from the '
+      f'runs under `{_ROOT.value}`. Fashion-MNIST, 400 clients, Dirichlet '
+      'β=0.1, 20 clients per round, 10 local epochs, batch 32, SGD lr 0.01 '
+      f'momentum 0.9, L2 1e-3, {_ROUNDS.value} rounds, evaluations every 5 '
+      f'rounds; S={SPARSITY} (budget runs: S={BUDGET_SPARSITY}, budgets '
+      f'{BUDGETS} as density:fraction of clients).', '',
+      '`acc@B`: best mean client-local test accuracy among evaluations within '
+      f'B MB of cumulative uplink; `acc_mean_r{TAIL_FROM}+`: its mean over '
+      f'the evaluations of rounds {TAIL_FROM}–{_ROUNDS.value}; `client_TFLOP`:'
+      ' the clients\' training FLOPs summed over the run (`round/client_flops`'
+      ', sparse kernels counted at their density); budget rows: the group\'s '
+      'clients on their own sub-model, and their mean uplink per client and '
+      'round.', '', 'Status:', *status, '', *sections, '## Commands', '',
+      '```', commands, '```'])
+  print(report_lib.write_doc(os.path.join(_DOCS.value, 'methods.md'), text))
+
+
+def main(argv):
+  del argv
+  for name, known, value in (('settings', SETTINGS, _SETTINGS.value),
+                             ('variants', VARIANTS, _VARIANTS.value)):
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+      raise app.UsageError(f'--{name}: unknown {unknown}; expected some of '
+                           f'{sorted(known)}.')
+  if _REPORT.value:
+    report()
+    return
+  for setting in _SETTINGS.value:  # Refuse a bad variant before any run.
+    for variant in _VARIANTS.value:
+      try:
+        check_command(setting, variant)
+      except registry.OptionError as e:
+        raise app.UsageError(f'{variant}: {e}') from None
+  for setting in _SETTINGS.value:
+    for variant in _VARIANTS.value:
+      print(' '.join(command(setting, variant)), flush=True)
+      subprocess.run(command(setting, variant), check=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

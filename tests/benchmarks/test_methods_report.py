@@ -1,0 +1,64 @@
+"""benchmarks/methods.py --report against hand-made runs: the accuracy and
+uplink columns, summed client FLOPs, one row per budget group. (A child
+process: the script's absl flags would clash with the in-process launchers.)"""
+
+from pathlib import Path
+import subprocess
+import sys
+
+import fake_runs
+
+REPO = Path(__file__).resolve().parents[2]
+METHODS = REPO / 'benchmarks' / 'methods.py'
+
+
+def write_run(root, variant, accuracy_at, budgets=()):
+  rows = []
+  for r in range(1, 151):
+    evaluated = r % 5 == 0
+    row = {'round': r, 'round/cumulative_uplink_bytes': r * 1.0e6,
+           'round/client_flops': 2.0e12,
+           'test/client_mean_accuracy': accuracy_at(r) if evaluated else '',
+           'test/accuracy': accuracy_at(r) if evaluated else ''}
+    for label, accuracy, per_client in budgets:
+      row[f'round/budget/{label}/uplink_bytes_per_client'] = per_client
+      row[f'test/budget/{label}/client_mean_accuracy'] = (
+          accuracy if evaluated else '')
+    rows.append(row)
+  fake_runs.write_run(Path(root) / 's90_seed0' / variant,
+                      dict(algorithm=variant), rows)
+
+
+def test_report_rows_and_budget_groups(tmp_path):
+  root, docs = tmp_path / 'runs', tmp_path / 'docs'
+  write_run(root, 'fedavg', lambda r: r / 200)
+  write_run(root, 'feddst_budgets', lambda r: 0.6,
+            budgets=[('0.2', 0.7, 3.0e5), ('0.05', 0.5, 1.0e5)])
+  docs.mkdir()
+  proc = subprocess.run(
+      [sys.executable, str(METHODS), '--report', f'--root_dir={root}',
+       f'--docs_dir={docs}', '--settings=s90_seed0',
+       '--variants=fedavg,feddst_budgets'],
+      capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  text = (docs / 'methods.md').read_text()
+  # fedavg: within 50 MB the best is round 50 (0.25); tail 101..150 evaluated
+  # at 105..150 -> mean of r/200; 150 MB; 150 rounds x 2 TFLOP.
+  tail = sum(r / 200 for r in range(105, 151, 5)) / 10
+  assert (f'| fedavg | 150 | 0.250 | 0.500 | 0.750 | {tail:.3f} | 150.000 | '
+          '300.000 | — |') in text
+  # Budget groups in density order, their own accuracy and uplink.
+  lines = text.splitlines()
+  first = lines.index(next(l for l in lines if '[budget 0.05]' in l))
+  assert '| feddst_budgets [budget 0.05] | — | — | — | — | 0.500 | — | — | 0.100 |' == lines[first]
+  assert '| feddst_budgets [budget 0.2] | — | — | — | — | 0.700 | — | — | 0.300 |' == lines[first + 1]
+  assert 'not complete' in text and (docs / 'methods' / 's90_seed0' /
+                                     'accuracy_vs_uplink.png').exists()
+
+
+def test_unknown_variant_is_refused(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, str(METHODS), '--variants=fedsgd',
+       f'--root_dir={tmp_path}'], capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode != 0 and '--variants' in proc.stderr
+  assert 'Traceback' not in proc.stderr
