@@ -176,6 +176,21 @@ def test_upload_cap_stops_at_first_round_reaching_it(setup, reference_run,
                            upload_cap_mb=cap_mb)).rounds_completed == 2
 
 
+def test_upload_cap_is_refused_for_a_process_that_counts_no_uplink(
+    setup, tmp_path):
+  federated, model_fn, _ = setup
+  stock = tff.learning.algorithms.build_weighted_fed_avg(
+      lambda: tff.learning.models.from_keras_model(
+          model_fn(), loss=loss_fn(),
+          input_spec=program.batch_input_spec(federated, 16)),
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.05))
+  with pytest.raises(ValueError, match='upload_cap_mb=1.0 needs a process'):
+    program.train(stock, federated, config(tmp_path / 'run',
+                                           upload_cap_mb=1.0),
+                  model_fn=model_fn, loss_fn=loss_fn, hparams=HPARAMS)
+  assert not (tmp_path / 'run').exists()  # Refused before anything is written.
+
+
 def test_evaluator_matches_per_client_loop(setup, reference_run):
   federated, model_fn, process = setup
   weights = process.get_model_weights(reference_run[1].state)

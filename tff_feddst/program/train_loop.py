@@ -435,6 +435,12 @@ def train(process: tff.learning.templates.LearningProcess,
   if config.clients_per_round > num_clients:
     raise ValueError(f'clients_per_round={config.clients_per_round} exceeds '
                      f'the {num_clients} clients of {federated_data.name}.')
+  if config.upload_cap_mb is not None and not _counts_uplink(process):
+    raise ValueError(
+        f'TrainConfig.upload_cap_mb={config.upload_cap_mb} needs a process '
+        "that counts its uplink (state.client_work['cumulative_uplink_bytes'],"
+        " as tff_feddst's builders do); this one does not, so the cap could "
+        'never stop it.')
   run_paths = paths.RunPaths.of(config.root_dir)
   progress = _Progress()
   try:
@@ -462,7 +468,7 @@ def _train(process, federated_data, config: TrainConfig,
       keep_total=config.keep_checkpoints, keep_first=False)
   state, counters = _resume(process, state_manager, run_paths, progress)
   done_rounds = int(counters['round'])
-  stopped_by_cap = _cap_reached(config, _cumulative_uplink(state))
+  stopped_by_cap = _cap_reached(config, _cumulative_uplink(state) or 0)
   if done_rounds >= config.rounds or stopped_by_cap:
     logging.info('%s is already complete (%d rounds); nothing to train.',
                  run_paths.root, done_rounds)
@@ -549,17 +555,28 @@ def _resume(process, state_manager, run_paths: paths.RunPaths,
   return state, counters
 
 
-def _cumulative_uplink(state) -> int:
+def _cumulative_uplink(state) -> int | None:
   """The bytes all clients uploaded so far, as the process's state counts them.
 
   Our client work owns that count (`templates/client_work.py`); the program
   only reads it, from the round's measurements or, on resume, from the state.
-  A process without it (none of ours) counts 0.
+  None: the process does not count them (none of ours).
   """
   client_work = getattr(state, 'client_work', None)
-  if isinstance(client_work, Mapping):
-    return int(client_work.get('cumulative_uplink_bytes', 0))
-  return 0
+  if isinstance(client_work, Mapping) and (
+      'cumulative_uplink_bytes' in client_work):
+    return int(client_work['cumulative_uplink_bytes'])
+  return None
+
+
+def _counts_uplink(process) -> bool:
+  """Whether `process`'s state holds the uplink count (`_cumulative_uplink`)."""
+  state_type = process.initialize.type_signature.result
+  state_type = getattr(state_type, 'member', state_type)
+  client_work = getattr(state_type, 'client_work', None)
+  return isinstance(client_work, tff.types.StructType) and (
+      'cumulative_uplink_bytes' in [
+          name for name, _ in tff.structure.iter_elements(client_work)])
 
 
 def _cap_reached(config: TrainConfig, uplink: int) -> bool:
