@@ -28,7 +28,6 @@ from absl import flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
-from tff_feddst.algorithms import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import report_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _ROOT = flags.DEFINE_string('root_dir', '/var/tmp/tff_feddst/dynamics',
@@ -81,22 +80,6 @@ def command(setting: str, variant: str) -> list[str]:
   if _DATA_DIR.value:
     args.append(f'--data_dir={_DATA_DIR.value}')
   return args
-
-
-def check_command(setting: str, variant: str) -> None:
-  """Raises registry.OptionError if a variant's algorithm flags are invalid."""
-  given = {}
-  algorithm = None
-  for arg in command(setting, variant)[2:]:
-    name, _, value = arg[2:].partition('=')
-    if name == 'algorithm':
-      algorithm = value
-    elif name in registry.OPTIONS:
-      kind = registry.OPTIONS[name].type
-      given[name] = True if kind is bool and not value else kind(value)
-  registry.resolve(algorithm, given, rounds=_ROUNDS.value,
-                   size_defaults={'rounds_between_readjustments': 10},
-                   flag_prefix='--')
 
 
 def summarize(setting: str, variant: str) -> dict | None:
@@ -184,22 +167,10 @@ def report() -> None:
 
 def main(argv):
   del argv
-  for name, known, value in (('settings', SETTINGS, _SETTINGS.value),
-                             ('variants', VARIANTS, _VARIANTS.value)):
-    unknown = sorted(set(value) - set(known))
-    if unknown:
-      raise app.UsageError(f'--{name}: unknown {unknown}; expected some of '
-                           f'{sorted(known)}.')
-  for setting in _SETTINGS.value:  # Refuse a bad variant before any run.
-    for variant in _VARIANTS.value:
-      check_command(setting, variant)
-  if _REPORT.value:
-    report()
-    return
-  for setting in _SETTINGS.value:
-    for variant in _VARIANTS.value:
-      print(' '.join(command(setting, variant)), flush=True)
-      subprocess.run(command(setting, variant), check=True)
+  report_lib.run_study(
+      settings=SETTINGS, chosen_settings=_SETTINGS.value, variants=VARIANTS,
+      chosen_variants=_VARIANTS.value, command=command, rounds=_ROUNDS.value,
+      report=report if _REPORT.value else None)
 
 
 if __name__ == '__main__':

@@ -329,10 +329,7 @@ def report() -> None:
 
 def main(argv):
   del argv
-  unknown = sorted(set(_STUDIES.value) - set(STUDIES))
-  if unknown:
-    raise app.UsageError(f'--studies: unknown {unknown}; expected some of '
-                         f'{list(STUDIES)}.')
+  report_lib.refuse_unknown('studies', STUDIES, _STUDIES.value)
   if _REPORT.value:
     report()
     return
@@ -347,12 +344,9 @@ def main(argv):
       commands = list(warm_start_commands().values())
     else:
       os.makedirs(_dir('dp'), exist_ok=True)
-      print(' '.join(calibration_command()), flush=True)
-      subprocess.run(calibration_command(), check=True)
+      report_lib.run_commands([calibration_command()])
       commands = list(dp_commands(calibrated_clip()).values())
-    for command in commands:
-      print(' '.join(command), flush=True)
-      subprocess.run(command, check=True)
+    report_lib.run_commands(commands)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
 
+from absl import app
+
+from tff_feddst.algorithms import registry
 from tff_feddst.program import metrics
 from tff_feddst.program import paths
 
@@ -90,3 +94,52 @@ def markdown_table(keys: list[str], rows: list[dict]) -> list[str]:
   return (['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)] +
           ['| ' + ' | '.join(fmt(r.get(k)) for k in keys) + ' |'
            for r in rows])
+
+
+def refuse_unknown(name: str, known, values) -> None:
+  """A usage error naming `--name` when `values` has something not `known`."""
+  unknown = sorted(set(values) - set(known))
+  if unknown:
+    raise app.UsageError(f'--{name}: unknown {unknown}; expected some of '
+                         f'{sorted(known)}.')
+
+
+def check_launcher_args(args: list[str], rounds: int) -> None:
+  """A usage error if a launchers/train.py command's algorithm flags are
+  invalid (the registry's check), before any run starts."""
+  given, algorithm = {}, None
+  for arg in args:
+    name, _, text = arg[2:].partition('=')
+    if name == 'algorithm':
+      algorithm = text
+    elif name in registry.OPTIONS:
+      kind = registry.OPTIONS[name].type
+      given[name] = True if kind is bool and not text else kind(text)
+  try:
+    registry.resolve(algorithm, given, rounds=rounds,
+                     size_defaults={'rounds_between_readjustments': 10},
+                     flag_prefix='--')
+  except registry.OptionError as e:
+    raise app.UsageError(f'{" ".join(args)}: {e}') from None
+
+
+def run_commands(commands) -> None:
+  """Runs each command in turn (a complete run returns at once), echoing it."""
+  for command in commands:
+    print(' '.join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def run_study(*, settings, chosen_settings, variants, chosen_variants,
+              command, rounds: int, report=None) -> None:
+  """A settings × variants study driver's main: refuse unknown names and bad
+  algorithm flags before any run, then `report()` or every run in order."""
+  refuse_unknown('settings', settings, chosen_settings)
+  refuse_unknown('variants', variants, chosen_variants)
+  commands = [command(s, v) for s in chosen_settings for v in chosen_variants]
+  for args in commands:
+    check_launcher_args(args[2:], rounds)
+  if report is not None:
+    report()
+  else:
+    run_commands(commands)
