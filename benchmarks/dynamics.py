@@ -65,6 +65,9 @@ TAIL_FROM = 101
 
 
 def run_dir(setting: str, variant: str) -> str:
+  """Dense FedAvg ignores S: one run per seed serves every setting."""
+  if variant == 'fedavg':
+    setting = f's95_seed{SETTINGS[setting][1]}'
   return os.path.join(_ROOT.value, setting, variant)
 
 

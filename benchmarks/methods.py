@@ -51,6 +51,10 @@ TAIL_FROM = 101
 
 _ROOT = flags.DEFINE_string('root_dir', '/var/tmp/tff_feddst/methods',
                             'One run directory per setting/variant below this.')
+_DYNAMICS_ROOT = flags.DEFINE_string(
+    'dynamics_root_dir', '/var/tmp/tff_feddst/dynamics',
+    "benchmarks/dynamics.py's --root_dir: FedAvg and the S=0.9 seed-0 "
+    'RandomMask and FedDST runs are the same runs; empty: run them here.')
 _ROUNDS = flags.DEFINE_integer('rounds', 150, 'Rounds per run.', lower_bound=1)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Fashion-MNIST files.')
 _SETTINGS = flags.DEFINE_list('settings', ['s90_seed0', 's90_seed1'],
@@ -64,6 +68,13 @@ _DOCS = flags.DEFINE_string('docs_dir', os.path.join(_REPO, 'docs'),
 
 
 def run_dir(setting: str, variant: str) -> str:
+  """Runs benchmarks/dynamics.py also makes are shared with it (the launcher
+  refuses a run directory whose hparams differ, so sharing is safe)."""
+  if _DYNAMICS_ROOT.value and (variant == 'fedavg' or (
+      setting == 's90_seed0' and variant in ('random_mask', 'feddst'))):
+    seed = SETTINGS[setting]
+    return os.path.join(_DYNAMICS_ROOT.value, 's95_seed{}'.format(seed)
+                        if variant == 'fedavg' else setting, variant)
   return os.path.join(_ROOT.value, setting, variant)
 
 

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 METHODS = REPO / 'benchmarks' / 'methods.py'
 
 
-def write_run(root, variant, accuracy_at, budgets=()):
+def write_run(root, variant, accuracy_at, budgets=(), setting='s90_seed0'):
   rows = []
   for r in range(1, 151):
     evaluated = r % 5 == 0
@@ -25,19 +25,22 @@ def write_run(root, variant, accuracy_at, budgets=()):
       row[f'test/budget/{label}/client_mean_accuracy'] = (
           accuracy if evaluated else '')
     rows.append(row)
-  fake_runs.write_run(Path(root) / 's90_seed0' / variant,
+  fake_runs.write_run(Path(root) / setting / variant,
                       dict(algorithm=variant), rows)
 
 
 def test_report_rows_and_budget_groups(tmp_path):
   root, docs = tmp_path / 'runs', tmp_path / 'docs'
-  write_run(root, 'fedavg', lambda r: r / 200)
+  # FedAvg is benchmarks/dynamics.py's run (one per seed, under s95_*).
+  write_run(tmp_path / 'dynamics', 'fedavg', lambda r: r / 200,
+            setting='s95_seed0')
   write_run(root, 'feddst_budgets', lambda r: 0.6,
             budgets=[('0.2', 0.7, 3.0e5), ('0.05', 0.5, 1.0e5)])
   docs.mkdir()
   proc = subprocess.run(
       [sys.executable, str(METHODS), '--report', f'--root_dir={root}',
-       f'--docs_dir={docs}', '--settings=s90_seed0',
+       f'--docs_dir={docs}', f'--dynamics_root_dir={tmp_path / "dynamics"}',
+       '--settings=s90_seed0',
        '--variants=fedavg,feddst_budgets'],
       capture_output=True, text=True, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-3000:]
