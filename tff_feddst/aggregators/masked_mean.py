@@ -181,13 +181,23 @@ class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
     return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
-def masked_mean(layout: ModelLayout, sums: MaskedSums, global_masks):
+MEAN_OVER = ('holders', 'all')
+
+
+def masked_mean(layout: ModelLayout, sums: MaskedSums, global_masks, *,
+                mean_over: str = 'holders'):
   """(kernel means, weighted votes, vote counts, dense means) from the sums.
 
-  Each kernel entry is averaged over the clients whose mask keeps it, weighted
-  by their example counts; entries no client keeps are 0.
+  With `mean_over='holders'` (FedDST) each kernel entry is averaged over the
+  clients whose mask keeps it, weighted by their example counts; with 'all'
+  (plain FedAvg of the sparse client models, SparsyFed) over every usable
+  client, a client that does not keep it counting as 0. Entries no client
+  keeps are 0.
   """
   del layout  # The sums carry their shapes.
+  if mean_over not in MEAN_OVER:
+    raise ValueError(f'mean_over must be one of {MEAN_OVER}, got '
+                     f'{mean_over!r}.')
   means, weights, counts = [], [], []
   for i, g in enumerate(global_masks):
     g_flat = tf.reshape(tf.cast(g, tf.float32), [-1])
@@ -196,7 +206,9 @@ def masked_mean(layout: ModelLayout, sums: MaskedSums, global_masks):
         sums.fixed_sums[i][:live], g_flat)
     w = sums.vote_weights[i] + g_flat * sums.fixed_weights[i]
     c = sums.vote_counts[i] + g_flat * sums.fixed_counts[i]
-    means.append(tf.reshape(tf.math.divide_no_nan(total, w), tf.shape(g)))
+    denominator = w if mean_over == 'holders' else sums.total_weight
+    means.append(tf.reshape(tf.math.divide_no_nan(total, denominator),
+                            tf.shape(g)))
     weights.append(tf.reshape(w, tf.shape(g)))
     counts.append(tf.reshape(c, tf.shape(g)))
   dense = [tf.math.divide_no_nan(s, sums.total_weight)

@@ -16,6 +16,10 @@ _EXPORTS = {
     'build_weighted_feddst': 'feddst',
     'FedDSTComponents': 'feddst',
     'keras_model_from_weights': 'feddst',
+    'build_flash_components': 'flash',
+    'build_weighted_flash': 'flash',
+    'build_sparsyfed_components': 'sparsyfed',
+    'build_weighted_sparsyfed': 'sparsyfed',
 }
 __all__ = sorted(_EXPORTS)
 

@@ -129,6 +129,19 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option('remember_old', bool, False,
            "The server's mask decision counts a client's dropped weights with "
            "the server's previous values (the reference's --remember-old)."),
+    # SparsyFed (tff_feddst/algorithms/sparsyfed.py).
+    Option('sparsyfed_beta', float, 1.25,
+           'β of Powerpropagation, w = sign(v)|v|^β (1: plain training, the '
+           "Top-K baseline); SparsyFed's one hyperparameter.",
+           _within(1, None), '>= 1'),
+    # FLASH (tff_feddst/algorithms/flash.py).
+    Option('flash_prune_rate', float, 0.25,
+           "p_0, FLASH's client prune rate at the start of a round (it decays "
+           'linearly to 0 over the local epochs); flash_jmwst: over rounds '
+           'by --readjustment_schedule (default constant) until '
+           '--readjustment_end_round (default --rounds).',
+           _within(0, 1, lo_open=True),
+           'in (0, 1]', off=0.0),
     # FedProx clients.
     Option('prox_mu', float, 1.0, 'FedProx μ (the reference uses 1).',
            _within(0, None, lo_open=True), '> 0', off=0.0),
@@ -173,7 +186,8 @@ class AlgorithmConfig:
     builder: 'module:function' of a builder taking `model_fn` and keyword
       arguments (imported only by `build`).
     options: the `OPTIONS` it takes besides the shared ones.
-    defaults: its own defaults, overriding the options'.
+    defaults: its own defaults, overriding the options' (a value, or a
+      function of the resolved context, as `Option.default`).
     builder_args: fixed keyword arguments of the builder.
   """
   name: str
@@ -182,6 +196,9 @@ class AlgorithmConfig:
   options: tuple[str, ...] = ()
   defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   builder_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # Why resolved hparams cannot go together for this algorithm (None: they
+  # can); '--' in the message becomes the flag prefix.
+  refuse: Callable[[Mapping[str, Any]], str | None] | None = None
 
   @property
   def takes(self) -> tuple[str, ...]:
@@ -189,6 +206,29 @@ class AlgorithmConfig:
 
 
 _FEDDST = 'tff_feddst.algorithms.feddst:build_weighted_feddst'
+_FLASH = 'tff_feddst.algorithms.flash:build_weighted_flash'
+_FLASH_OPTIONS = ('sparsity', 'client_density_budgets', 'flash_prune_rate')
+
+
+def _no_dp(algorithm: str, why: str):
+  """A refusal of DP for an algorithm whose clients' masks depend on their
+  data and travel outside the noised sum."""
+  def refuse(hp: Mapping[str, Any]) -> str | None:
+    if hp['dp_noise_multiplier'] is not None:
+      return (f'--dp_noise_multiplier cannot be used with {algorithm}: its '
+              f'clients upload data-dependent masks ({why}) outside the '
+              'noised sum.')
+    return None
+  return refuse
+
+
+def _flash_refusal(hp: Mapping[str, Any]) -> str | None:
+  if hp['sparsity'] <= 0.0:
+    return ('--sparsity must be > 0 for FLASH (it trains a sparse model), '
+            f'got {hp["sparsity"]!r}.')
+  return _no_dp('FLASH', 'their DST')(hp)
+
+
 _BASELINES = 'tff_feddst.algorithms.baselines'
 ALGORITHMS: dict[str, AlgorithmConfig] = {a.name: a for a in (
     AlgorithmConfig('feddst', 'FedDST (Bibikar et al., AAAI 2022).', _FEDDST,
@@ -210,6 +250,30 @@ ALGORITHMS: dict[str, AlgorithmConfig] = {a.name: a for a in (
                     '(tff_feddst/sparsity/server_masks.py).', _FEDDST,
                     _SPARSE + _READJUSTING,
                     builder_args={'consensus_regrowth': True}),
+    AlgorithmConfig('sparsyfed',
+                    'SparsyFed (Guastella et al., ICLR 2025): '
+                    'Powerpropagation, activation pruning, clients prune to '
+                    'S globally, FedAvg with the union mask.',
+                    'tff_feddst.algorithms.sparsyfed:build_weighted_sparsyfed',
+                    ('sparsity', 'sparsyfed_beta'),
+                    refuse=_no_dp('--algorithm=sparsyfed',
+                                  'their own global top-k')),
+    AlgorithmConfig('flash_spdst',
+                    'FLASH SPDST (Babakniya et al., TMLR 2023): a stage-1 '
+                    'layer profile from client DST in round 1, then a static '
+                    'random mask with it.', _FLASH, _FLASH_OPTIONS,
+                    builder_args={'variant': 'spdst'},
+                    refuse=_flash_refusal),
+    AlgorithmConfig('flash_jmwst',
+                    'FLASH JMWST: stage 1, then client DST every round and '
+                    'the server mask = per-layer top-k of the mean.', _FLASH,
+                    _FLASH_OPTIONS + ('readjustment_schedule',
+                                      'readjustment_end_round'),
+                    defaults={'readjustment_schedule': 'constant',
+                              'readjustment_end_round':
+                                  lambda ctx: ctx['rounds']},
+                    builder_args={'variant': 'jmwst'},
+                    refuse=_flash_refusal),
 )}
 
 
@@ -256,6 +320,7 @@ def resolve(algorithm: str, given: Mapping[str, Any], *,
     value = given.get(name)
     if value is None:
       value = config.defaults.get(name, option.default_for(ctx))
+      value = value(ctx) if callable(value) else value  # Own, by context.
     if option.choices is not None and value not in option.choices:
       raise OptionError(f'{flag_prefix}{name} must be one of '
                         f'{list(option.choices)}, got {value!r}.')
@@ -265,7 +330,8 @@ def resolve(algorithm: str, given: Mapping[str, Any], *,
                         f'{value!r}.')
     resolved[name] = value
     ctx[name] = value
-  refusal = _dp_refusal(resolved)
+  refusal = (config.refuse and config.refuse(resolved)) or _dp_refusal(
+      resolved)
   if refusal:
     raise OptionError(refusal.replace('--', flag_prefix))
   if resolved['client_density_budgets'] is not None:

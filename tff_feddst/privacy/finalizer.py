@@ -24,14 +24,10 @@ from tff_feddst.sparse.layout import ModelLayout
 def build_delta_finalizer(layout: ModelLayout, weights_type, mean_type, *,
                           server_optimizer=None
                           ) -> tff.learning.templates.FinalizerProcess:
-  trainable_specs = tuple(tf.TensorSpec(s.shape, s.dtype)
-                          for s in layout.trainable_specs)
-
   @tff.tensorflow.computation
   def init_tf():
-    return collections.OrderedDict(
-        optimizer=(() if server_optimizer is None else
-                   server_optimizer.initialize(trainable_specs)))
+    return finalizer_lib.initial_state(layout, server_optimizer,
+                                       mask_history=False)
 
   state_type = init_tf.type_signature.result
 

@@ -24,8 +24,10 @@ _EXPORTS = {
     'SCHEDULES': 'schedules',
     'sparsity_at_round': 'schedules',
     'next_global_mask': 'server_masks',
+    'global_magnitude_masks': 'global_magnitude',
 }
-_SUBMODULES = ('budgets', 'densities', 'masks', 'schedules', 'server_masks')
+_SUBMODULES = ('budgets', 'densities', 'flash', 'global_magnitude', 'masks',
+               'schedules', 'server_masks')
 __all__ = sorted(_EXPORTS)
 _exported, __dir__ = lazy_exports.lazy_exports(__name__, _EXPORTS)
 

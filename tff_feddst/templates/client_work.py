@@ -20,6 +20,19 @@ per layer only the largest |w| of the received mask within its budget, and
 trains, readjusts (prune and regrow keep its counts) and uploads that
 sub-mask (its mask bits then travel and are counted).
 
+With `LocalTrainingConfig.global_prune_keep` (SparsyFed) a client, after
+its local epochs, keeps only that many largest |w| over all masked kernels
+together and uploads that mask; the measurements then add
+`downlink_density`, the density of the model the clients received.
+
+With `ReadjustmentConfig.flash` (FLASH, `algorithms.flash`) the readjustment
+is FLASH's client DST instead (`sparsity.flash.client_readjust`): after each
+local epoch but the last (E = 1: after the epoch) prune ⌈p·nnz_l⌉ smallest
+|w| per layer, regrow as many at random, spread over layers by mean |w|,
+with p the round's rate decayed linearly over the epochs; a budgeted client
+keeps its per-layer counts. The round's rate and whether clients run it come
+from `sparsity.flash.client_schedule`.
+
 The server-side state counts rounds (which drive α_r) and the cumulative bytes.
 """
 
@@ -36,6 +49,8 @@ from tensorflow_federated.python.learning import loop_builder
 
 from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.sparsity import budgets as budgets_lib
+from tff_feddst.sparsity import flash as flash_lib
+from tff_feddst.sparsity import global_magnitude
 from tff_feddst.sparse import codec
 from tff_feddst.sparse.layout import ModelLayout
 
@@ -55,6 +70,9 @@ class ReadjustmentConfig:
   schedule: str = 'cosine'
   gradient_batches: int = 1           # last batches summed for regrowth
   after_epoch: int | None = None      # k; None: after the last epoch
+  # FLASH's client DST instead (`sparsity.flash`): prune by |w|, regrow at
+  # random, after every local epoch but the last; the fields above unused.
+  flash: flash_lib.ClientDST | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +85,10 @@ class LocalTrainingConfig:
   # update, re-mask). Off by default: on the project's 2-core CPU it is
   # slower for the paper CNN (benchmarks/floor.py, docs/performance.md).
   jit_compile: bool = False
+  # SparsyFed: after local training keep this many largest |w| across all
+  # masked kernels together (`sparsity.global_magnitude`) and upload that
+  # mask; None: no end-of-round prune.
+  global_prune_keep: int | None = None
 
 
 def _batch_xy(batch):
@@ -154,6 +176,7 @@ class _ClientTrainer:
         readjustment.gradient_batches if readjustment.fraction > 0 else 0)
     self.epochs = training.epochs
     self.after_epoch = readjustment.after_epoch or training.epochs
+    self.flash = readjustment.flash
     self.client_update = tf.function(self._client_update)
 
   # Decode.
@@ -277,8 +300,10 @@ class _ClientTrainer:
       m.assign(result.mask)
       k.assign(result.weights)
 
-  def _train(self, data, fraction, readjust):
+  def _train(self, data, fraction, readjust, limits=None):
     """E local epochs with the readjustment after epoch k; examples seen."""
+    if self.flash is not None:
+      return self._train_flash(data, fraction, readjust, limits)
     global_trainable = [tf.identity(v) for v in self.trainable]
     memory = self.memory
 
@@ -299,6 +324,55 @@ class _ClientTrainer:
           self._tagged_epochs(data),
           lambda: initial_state() + (tf.constant(False),))
     return state[0]
+
+  def _flash_event(self, event, rate, limits):
+    """FLASH's DST event number `event` (`sparsity.flash.client_readjust`)."""
+    seed = flash_lib.event_seed(self.flash.seed, self.kernel_vars, event)
+    result = flash_lib.client_readjust(
+        [tf.convert_to_tensor(k) for k in self.kernel_vars],
+        [tf.convert_to_tensor(m) for m in self.mask_vars],
+        flash_lib.event_rate(rate, event, self.epochs), seed, limits=limits)
+    for kernel, mask_var, k, m in zip(self.kernel_vars, self.mask_vars,
+                                      result.kernels, result.masks):
+      mask_var.assign(m)
+      kernel.assign(k)
+    return tf.constant(True)
+
+  def _train_flash(self, data, rate, readjust, limits):
+    """E epochs with FLASH's DST event after each epoch but the last (E = 1:
+    one after the epoch); `limits`: a budgeted client's per-layer counts."""
+    global_trainable = [tf.identity(v) for v in self.trainable]
+
+    def initial_state():
+      specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in self.trainable)
+      return (tf.constant(0, tf.int64), self.optimizer.initialize(specs),
+              self.memory.initial(), tf.constant(0, tf.int64))
+
+    def reduce_fn(state, element):
+      epoch, batch = element  # 0-based: the first batch of epoch e follows
+      *train_state, last_event = state  # the end of (1-based) epoch e.
+      now = tf.logical_and(readjust, epoch > last_event)
+      last_event = tf.cond(
+          now, lambda: (self._flash_event(epoch, rate, limits), epoch)[1],
+          lambda: last_event)
+      step = self._step_fn(global_trainable, self._step_masks(),
+                           remember=False)
+      return tuple(step(tuple(train_state), batch)) + (last_event,)
+
+    state = self.loop(reduce_fn, self._tagged_epochs(data), initial_state)
+    if self.epochs == 1:
+      tf.cond(readjust, lambda: self._flash_event(1, rate, limits),
+              lambda: tf.constant(False))
+    return state[0]
+
+  def _prune_globally(self, keep: int):
+    """Keeps the `keep` largest |w| over all masked kernels (SparsyFed)."""
+    masks = global_magnitude.global_magnitude_masks(
+        [tf.convert_to_tensor(k) for k in self.kernel_vars],
+        [tf.convert_to_tensor(m) for m in self.mask_vars], keep)
+    for kernel, mask_var, mask in zip(self.kernel_vars, self.mask_vars, masks):
+      mask_var.assign(mask)
+      kernel.assign(kernel * mask)
 
   # Encode and count.
   def _stats(self, payload, upload, start_masks, hamming, num_examples):
@@ -345,7 +419,10 @@ class _ClientTrainer:
     start_masks = received_masks
     if budget is not None:
       start_masks, counts = self._apply_budget(received_masks, budget)
-    num_examples = self._train(data, fraction, readjust)
+    num_examples = self._train(data, fraction, readjust,
+                               counts if budget is not None else None)
+    if self.training.global_prune_keep is not None:
+      self._prune_globally(self.training.global_prune_keep)
     hamming = tf.add_n([sparsity_lib.hamming_distance(m, r) for m, r in
                         zip(self.mask_vars, received_masks)])
     kernels, masks, dense = self.layout.split(self.trainable,
@@ -356,6 +433,9 @@ class _ClientTrainer:
     if budget is not None:
       stats['budget'] = self._budget_stats(budget, counts,
                                            stats['uplink_bytes'])
+    if self.training.global_prune_keep is not None:
+      stats['received_live_weights'] = tf.add_n(
+          [tf.cast(tf.reduce_sum(m), tf.int64) for m in received_masks])
     result = tff.learning.templates.ClientResult(
         update=upload, update_weight=tf.cast(num_examples, tf.float32))
     return result, self.model.report_local_unfinalized_metrics(), stats
@@ -461,6 +541,8 @@ def build_masked_client_work(
   @tff.tensorflow.computation(state_type)
   def schedule(state):
     r = state['round_num']
+    if readjustment.flash is not None:  # p_0 of the round, DST or not.
+      return flash_lib.client_schedule(r, readjustment.flash)
     fraction = sparsity_lib.readjustment_fraction(
         r, readjustment.fraction, readjustment.end_round, readjustment.schedule)
     readjust = sparsity_lib.is_readjustment_round(
@@ -499,6 +581,12 @@ def build_masked_client_work(
     )
     if budgets:
       measurements['budget'] = _budget_measurements(budgets, stats['budget'])
+    if training.global_prune_keep is not None:
+      # The density of the global model the clients received (SparsyFed's
+      # union mask); their uploads keep `global_prune_keep` weights each.
+      measurements['downlink_density'] = tf.cast(
+          stats['received_live_weights'], tf.float64) / (
+              clients * float(sum(layout.kernel_sizes)))
     return new_state, measurements
 
   @tff.federated_computation(

@@ -45,6 +45,11 @@ class MaskRule:
     keep_unheld: a weight of the global mask that no usable client uploaded
       keeps its previous value and stays in the union (per-client density
       budgets: clients upload sub-masks of the global mask).
+    mean_over: 'holders' (FedDST's masked mean) or 'all' (FedAvg of the
+      sparse client models, zeros counted; `aggregators.masked_mean`).
+    union_only: the next mask is the union of the usable clients' masks,
+      not re-pruned to a target count (SparsyFed; the live counts and the
+      other rules above are then unused).
   """
   min_votes: int = 0
   remember_old: bool = False
@@ -55,6 +60,8 @@ class MaskRule:
   schedule: str = 'cosine'
   live_count_table: tuple[tuple[int, ...], ...] | None = None
   keep_unheld: bool = False
+  mean_over: str = 'holders'
+  union_only: bool = False
 
 
 def live_count_table(layout: ModelLayout, kernel_shapes, sparsity: float,
@@ -97,7 +104,10 @@ def new_global_weights(layout: ModelLayout, trainable, non_trainable, sums,
   """(candidate trainable, new non_trainable, new masks) before the optimizer."""
   kernels, masks, dense = layout.split(trainable, non_trainable)
   means, weights, counts, dense_means = masked_mean_lib.masked_mean(
-      layout, sums, masks)
+      layout, sums, masks, mean_over=rule.mean_over)
+  if rule.union_only:
+    return _union_weights(layout, non_trainable, means, counts, dense,
+                          dense_means)
   usable_clients = sums.clients - sums.dropped_clients
   readjusting = tf.constant(False)
   fraction = tf.constant(0.0)
@@ -125,6 +135,17 @@ def new_global_weights(layout: ModelLayout, trainable, non_trainable, sums,
         remember_old=rule.remember_old, prev_kernel=old_kernel,
         total_weight=sums.total_weight, clients=usable_clients,
         regrowth_quota=quota))
+  new_kernels = [m * k for m, k in zip(new_masks, means)]
+  bookkeeping = [non_trainable[i] for i in layout.bookkeeping_index]
+  dense_means = [tf.cast(d, old.dtype) for d, old in zip(dense_means, dense)]
+  return (layout.merge(new_kernels, new_masks, dense_means, bookkeeping),
+          new_masks, counts)
+
+
+def _union_weights(layout: ModelLayout, non_trainable, means, counts, dense,
+                   dense_means):
+  """`new_global_weights` for `MaskRule.union_only`: mask = union."""
+  new_masks = [tf.cast(c > 0, tf.float32) for c in counts]
   new_kernels = [m * k for m, k in zip(new_masks, means)]
   bookkeeping = [non_trainable[i] for i in layout.bookkeeping_index]
   dense_means = [tf.cast(d, old.dtype) for d, old in zip(dense_means, dense)]
@@ -214,19 +235,39 @@ def finalizer_process(init_tf, step, weights_type, update_type
   return tff.learning.templates.FinalizerProcess(init_fn, next_fn)
 
 
+def initial_state(layout: ModelLayout, server_optimizer, *,
+                  mask_history: bool = True) -> collections.OrderedDict:
+  """A finalizer's round-0 state (inside a TF computation): the round count
+  and the round-0 masks (for the turnover; filled in round 0), and the
+  server optimizer's state (() without one)."""
+  state = collections.OrderedDict()
+  if mask_history:
+    state['round_num'] = tf.constant(0, tf.int64)
+    state['initial_masks'] = [tf.zeros(s, tf.float32)
+                              for s in layout.kernel_shapes]
+  state['optimizer'] = (() if server_optimizer is None else
+                        server_optimizer.initialize(tuple(
+                            tf.TensorSpec(s.shape, s.dtype)
+                            for s in layout.trainable_specs)))
+  return state
+
+
+def unless_no_update(sums, trainable, non_trainable, old_trainable,
+                     old_non_trainable) -> tff.learning.models.ModelWeights:
+  """The new weights, or the old ones when no client update was usable."""
+  usable = sums.total_weight > 0
+  return tff.learning.models.ModelWeights(
+      [tf.where(usable, c, o) for c, o in zip(trainable, old_trainable)],
+      [tf.where(usable, c, o)
+       for c, o in zip(non_trainable, old_non_trainable)])
+
+
 def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
                          server_optimizer=None, rule: MaskRule = MaskRule()
                          ) -> tff.learning.templates.FinalizerProcess:
-  trainable_specs = tuple(tf.TensorSpec(s.shape, s.dtype)
-                          for s in layout.trainable_specs)
-
   @tff.tensorflow.computation
   def init_tf():
-    return collections.OrderedDict(
-        round_num=tf.constant(0, tf.int64),
-        initial_masks=[tf.zeros(s, tf.float32) for s in layout.kernel_shapes],
-        optimizer=(() if server_optimizer is None else
-                   server_optimizer.initialize(trainable_specs)))
+    return initial_state(layout, server_optimizer)
 
   state_type = init_tf.type_signature.result
 
@@ -241,13 +282,9 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
     optimizer_state, candidate = server_optimizer_step(
         server_optimizer, state['optimizer'], layout, old_trainable,
         candidate, new_masks)
-    # With no usable client update the model stays where it was.
-    usable = sums.total_weight > 0
-    trainable = [tf.where(usable, c, o) for c, o in zip(candidate, old_trainable)]
-    non_trainable = [tf.where(usable, c, o)
-                     for c, o in zip(non_trainable, old_non_trainable)]
-    new_weights = tff.learning.models.ModelWeights(trainable, non_trainable)
-    kept_masks = [non_trainable[i] for i in layout.mask_index]
+    new_weights = unless_no_update(sums, candidate, non_trainable,
+                                   old_trainable, old_non_trainable)
+    kept_masks = [new_weights.non_trainable[i] for i in layout.mask_index]
     old_masks = [old_non_trainable[i] for i in layout.mask_index]
     first = tf.equal(round_num, 0)
     initial_masks = [tf.where(first, o, m)

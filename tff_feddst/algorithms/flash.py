@@ -1,0 +1,322 @@
+"""FLASH (SPDST and JMWST) as a `tff.learning.templates.LearningProcess`.
+
+Babakniya, Kundu, Prakash, Niu, Avestimehr. "Revisiting Sparsity Hunting in
+Federated Learning: Why does Sparsity Consensus Matter?" TMLR 2023, arXiv
+2208.13092. Read from the abstract and the authors' code
+(SaraBabakN/flash_fl; memo docs/notes/field_methods.md §2). Our own
+implementation, on the FedDST components (sparse distributor and wire
+format, masked client work with FLASH's DST event, masked-sum aggregator,
+and a FLASH finalizer); the rules are in `sparsity.flash`.
+
+FLASH's (as its code does it):
+* Stage 1 (both variants, `manager.initialize_mask`): clients start from
+  the initial weights and a uniform random mask at density d and run local
+  DST, pruning/regrowing after every local epoch but the last; the mean
+  per-layer density of their masks, rescaled to total density d, gives
+  each layer's density; the server draws a fresh random mask with that
+  profile and restarts from the initial weights masked by it.
+* Client DST (`core.Masking`): prune ⌈p·nnz_l⌉ smallest |w| per layer,
+  redistribute the regrowth over layers by their mean |w|, regrow at random
+  among the dead, at 0; p decays linearly from p_0 = 0.25 to 0 over each
+  round's local steps.
+* SPDST: after stage 1 the mask is static; clients train on it.
+* JMWST: clients run the DST every round from the global mask; the server
+  takes the mean over the clients holding each weight (`update_mode` 1)
+  and keeps, per layer, the k_l = ⌊b_l·min(1, d·N/Σb)⌋ largest |w̄|, b_l the
+  clients' mean live count (so per-layer densities drift, total ≤ d).
+
+What we chose:
+* Stage 1 is round 0 of the process, with that round's sampled clients and
+  E local epochs (FLASH: a separate pass of `init_frac` clients for
+  `init_epoch` epochs, not counted as a round); its uploads (the usual
+  sparse payload, values and mask bits) are counted as round 0's uplink,
+  although the server only uses the masks' per-layer counts.
+* Exact counts instead of FLASH's expectations: the regrowth per layer is
+  rounded to sum to the pruned count, the random draw is a seeded choice
+  without replacement, and the stage-1 mask has exactly the profile's
+  counts (largest-remainder rounding to ⌊Σ d_l n_l⌋ ≤ d·N) (`sparsity.flash`).
+* Prune rate: p_0 of round r follows our α schedule
+  (`readjustment_fraction` with α = `flash_prune_rate`; FLASH's own is
+  `readjustment_schedule='constant'` with no end, our default), and the
+  event after epoch e of E uses p_0·(1 − e/E), FLASH's in-round linear
+  decay at that step; with E = 1 the one event comes after the epoch at
+  p_0/2 (FLASH's falls mid-epoch, at ≈ p_0/2, so its regrown weights get half
+  an epoch of training; ours reach the server at 0).
+* The masked mean is unweighted, as FLASH's (no n_k weighting anywhere in
+  its code), over the clients holding each weight; biases: the plain mean.
+* The initial mask is uniform random per layer (FLASH's `get_rand_mask`),
+  seeded; all prunable kernels of the model are masked (FLASH's ResNet
+  prunes conv kernels only).
+* Per-client density budgets (hetero-FLASH): a client keeps per layer the
+  largest |w| of the global mask within its budget (`sparsity.budgets`, our
+  sub-mask rule; FLASH's server builds the smaller masks by its top-|w̄|
+  rule at density h·d, which ranks the same weights), and its DST keeps
+  those per-layer counts (a layer regrows only what it pruned), so no
+  client ever holds more than its budget in any layer. The server keeps
+  the value of global weights no client uploaded, and JMWST then ranks with
+  b_l = the aggregate's live count (FLASH's 'aggregate', which its code
+  requires with hetero clients). A consequence: with budgets no client
+  moves weights between layers, so stage 1 hands back (up to rounding) the
+  initial uniform profile; FLASH runs its stage 1 at density d for everyone
+  (before hetero clients join), which our per-layer budget forbids.
+* Not supported: differential privacy (the masks are client-data
+  dependent); the registry refuses it and the builder takes no DP arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import inspect
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_feddst import models as models_lib
+from tff_feddst import runtime
+from tff_feddst import sparse as sparse_lib
+from tff_feddst import sparsity as sparsity_lib
+from tff_feddst.aggregators import masked_mean
+from tff_feddst.algorithms import feddst
+from tff_feddst.sparse import layout as layout_lib
+from tff_feddst.sparsity import flash as flash_lib
+from tff_feddst.templates import client_work as client_work_lib
+from tff_feddst.templates import distributor as distributor_lib
+from tff_feddst.templates import flash_finalizer
+
+VARIANTS = ('spdst', 'jmwst')
+DEFAULT_PRUNE_RATE = 0.25
+
+
+def build_weighted_flash(
+    model_fn: Callable[[], tf.keras.Model],
+    *,
+    variant: str,
+    loss_fn: Any,
+    input_spec: Any,
+    metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] | None = None,
+    client_optimizer_fn: feddst.OptimizerArg,
+    server_optimizer_fn: feddst.OptimizerArg | None = None,
+    sparsity: float,
+    flash_prune_rate: float = DEFAULT_PRUNE_RATE,
+    readjustment_schedule: str = 'constant',
+    readjustment_end_round: int | None = None,
+    seed: int | None = None,
+    client_epochs: int = 1,
+    client_weight_decay: float = 0.0,
+    client_norm_bound: float = 1e6,
+    upload_dtype: str = 'float32',
+    client_jit_compile: bool = False,
+    initial_weights: Any = None,
+    client_density_budgets: Any = None,
+    loop_implementation: tff.learning.LoopImplementation = (
+        tff.learning.LoopImplementation.DATASET_ITERATOR),
+) -> tff.learning.templates.LearningProcess:
+  """Builds FLASH SPDST or JMWST (see the module docstring).
+
+  Args:
+    model_fn: no-arg callable returning a new, plain (unwrapped) Keras model;
+      the library wraps it with TF-MOT.
+    variant: 'spdst' (static mask after stage 1) or 'jmwst' (the server
+      re-decides the mask every round).
+    loss_fn: a `tf.keras.losses.Loss` or a no-arg callable returning one.
+    input_spec: the batch spec, as in `tff.learning.models.from_keras_model`.
+    metrics_fn: no-arg callable returning a list of Keras metrics.
+    client_optimizer_fn: a `tff.learning.optimizers.Optimizer` (or no-arg
+      callable returning one); FLASH uses plain SGD.
+    server_optimizer_fn: optional server optimizer on W − mean from round 1
+      on, re-masked. None: W := mean (FLASH).
+    sparsity: S in (0, 1); the global masks keep at most (1 − S)·N weights.
+    flash_prune_rate: p_0 in (0, 1], the clients' prune rate at the start of
+      a round (FLASH: 0.25).
+    readjustment_schedule: decay of p_0 over rounds, 'constant' (FLASH) or
+      'cosine' (to 0 at `readjustment_end_round`); JMWST only.
+    readjustment_end_round: no client DST from this round on (JMWST); None:
+      never ends (FLASH).
+    seed: seeds the init, the initial and stage-1 random masks and the
+      clients' random regrowth.
+    client_epochs: E, local epochs (DST events after epochs 1..E−1).
+    client_weight_decay: coupled L2 λ (g + λ w).
+    client_norm_bound: a client whose upload has an L2 norm above this (or a
+      NaN/Inf) is left out of the round.
+    upload_dtype: 'float32', 'bfloat16' or 'float16' for the uploaded values.
+    client_jit_compile: XLA-compile each client training step.
+    initial_weights: start from these weights (a Keras model with
+      `model_fn`'s architecture or its weight arrays); stage 1 restarts
+      from them.
+    client_density_budgets: per-client density budgets ('d:f,...' text or
+      pairs, each d <= 1 − S), as for FedDST; the client data is then
+      `<data=B*, budget=float32*>` (module doc).
+    loop_implementation: the local training loop (`tff.learning`).
+  """
+  parts = build_flash_components(**dict(locals()))
+  return tff.learning.templates.compose_learning_process(
+      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
+      parts.aggregator, parts.finalizer)
+
+
+def build_flash_components(
+    model_fn: Callable[[], tf.keras.Model], **kwargs) -> feddst.FedDSTComponents:
+  """The parts `build_weighted_flash` composes (for tests and custom loops).
+
+  Takes exactly the keyword arguments of `build_weighted_flash`.
+  """
+  try:
+    bound = inspect.signature(build_weighted_flash).bind(model_fn, **kwargs)
+  except TypeError as e:
+    raise TypeError(f'build_flash_components takes the arguments of '
+                    f'build_weighted_flash: {e}') from None
+  bound.apply_defaults()
+  a = bound.arguments
+  _check_args(a)
+  budgets = feddst._budget_densities(  # pylint: disable=protected-access
+      a['client_density_budgets'], a['sparsity'], None)
+  upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
+  client_optimizer = feddst._optimizer(  # pylint: disable=protected-access
+      a['client_optimizer_fn'], 'client_optimizer_fn')
+  if client_optimizer is None:
+    raise TypeError('client_optimizer_fn is required.')
+  server_optimizer = feddst._optimizer(  # pylint: disable=protected-access
+      a['server_optimizer_fn'], 'server_optimizer_fn')
+  models_lib.loss_instance(a['loss_fn'])  # Fail early on a bad loss.
+  runtime.own_default_context()
+  seed = 0 if a['seed'] is None else int(a['seed'])
+
+  layout, trainable, non_trainable = _initial_model(
+      model_fn, a['input_spec'], seed=a['seed'],
+      initial_weights=a['initial_weights'])
+  initial_kernels, initial_dense = flash_finalizer.initial_arrays(
+      layout, trainable, non_trainable)
+  _apply_random_masks(layout, trainable, non_trainable, 1.0 - a['sparsity'],
+                      seed)
+
+  @tff.tensorflow.computation
+  def initial_model_weights_fn():
+    return tff.learning.models.ModelWeights(
+        [tf.constant(w) for w in trainable],
+        [tf.constant(w) for w in non_trainable])
+
+  weights_type = initial_model_weights_fn.type_signature.result
+  models_fn = feddst._training_models_fn(  # pylint: disable=protected-access
+      model_fn, a['loss_fn'], a['input_spec'], a['metrics_fn'])
+  distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
+  payload_type = distributor.next.type_signature.result.result.member
+  data_type = tff.SequenceType(tff.types.tensorflow_to_type(a['input_spec']))
+  if budgets:
+    data_type = client_work_lib.budget_data_type(data_type)
+  jmwst = a['variant'] == 'jmwst'
+  client_work = client_work_lib.build_masked_client_work(
+      models_fn, layout, payload_type, data_type,
+      optimizer=client_optimizer,
+      training=client_work_lib.LocalTrainingConfig(
+          epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
+          upload_dtype=upload_tf_dtype,
+          jit_compile=bool(a['client_jit_compile'])),
+      readjustment=client_work_lib.ReadjustmentConfig(
+          flash=flash_lib.ClientDST(
+              rate=a['flash_prune_rate'],
+              schedule=a['readjustment_schedule'] if jmwst else 'constant',
+              end_round=a['readjustment_end_round'] if jmwst else None,
+              stage_one_only=not jmwst, seed=seed)),
+      loop_implementation=a['loop_implementation'],
+      # Per-layer counts move (stage 1, JMWST): re-mask every kernel.
+      always_dense=[False] * layout.num_kernels,
+      budgets=budgets)
+  client_result_type = client_work.next.type_signature.result.result.member
+  aggregator = _unweighted(masked_mean.MaskedSumFactory(
+      layout, norm_bound=a['client_norm_bound']).create(
+          client_result_type.update, client_result_type.update_weight))
+  sums_type = aggregator.next.type_signature.result.result.member
+  finalizer = flash_finalizer.build_flash_finalizer(
+      layout, weights_type, sums_type, server_optimizer=server_optimizer,
+      rule=flash_finalizer.FlashServerRule(
+          dynamic=jmwst, density=1.0 - a['sparsity'], seed=seed,
+          initial_kernels=initial_kernels, initial_dense=initial_dense,
+          keep_unheld=bool(budgets)))
+  return feddst.FedDSTComponents(layout, initial_model_weights_fn,
+                                 distributor, client_work, aggregator,
+                                 finalizer)
+
+
+def _check_args(a) -> None:
+  if a['variant'] not in VARIANTS:
+    raise ValueError(f'variant must be one of {VARIANTS}, got '
+                     f'{a["variant"]!r}.')
+  end = a['readjustment_end_round']
+  checks = [
+      (0.0 < a['sparsity'] < 1.0, 'sparsity', 'in (0, 1) (FLASH trains a '
+       'sparse model)', a['sparsity']),
+      (0.0 < a['flash_prune_rate'] <= 1.0, 'flash_prune_rate', 'in (0, 1]',
+       a['flash_prune_rate']),
+      (end is None or end >= 0, 'readjustment_end_round',
+       '>= 0 (or None: never ends)', end),
+      (a['client_epochs'] >= 1, 'client_epochs', '>= 1', a['client_epochs']),
+      (a['client_weight_decay'] >= 0.0, 'client_weight_decay', '>= 0',
+       a['client_weight_decay']),
+      (a['client_norm_bound'] > 0, 'client_norm_bound', '> 0',
+       a['client_norm_bound']),
+  ]
+  for ok, name, expected, value in checks:
+    if not ok:
+      raise ValueError(f'{name} must be {expected}, got {value!r}.')
+  sparsity_lib.schedules.check_schedule(a['readjustment_schedule'])
+
+
+def _initial_model(model_fn, input_spec, *, seed, initial_weights):
+  """(layout, trainable, non-trainable) of the unpruned initial model.
+
+  The layout's live counts are the kernel sizes: an upper bound of every
+  layer's count (stage 1 and JMWST move them), which the aggregator's
+  fixed-length sums need.
+  """
+  if seed is not None:
+    tf.keras.utils.set_random_seed(seed)
+  plain = model_fn()
+  if initial_weights is not None:
+    models_lib.copy_weights(plain, initial_weights)
+  model = models_lib.make_prunable(plain)
+  feddst._check_input_spec(input_spec, model)  # pylint: disable=protected-access
+  layout = layout_lib.build_layout(model, 0.0, 'uniform')
+  return (layout, [v.numpy() for v in model.trainable_weights],
+          [v.numpy() for v in model.non_trainable_weights])
+
+
+def initial_mask_counts(layout: layout_lib.ModelLayout, density: float
+                        ) -> list[int]:
+  """Uniform density d per layer, rounded to a total of ⌊d·N⌋."""
+  return [int(c) for c in flash_lib.layer_profile_counts(
+      [float(s) for s in layout.kernel_sizes], layout.kernel_sizes,
+      density).numpy()]
+
+
+def _apply_random_masks(layout, trainable, non_trainable, density: float,
+                        seed: int) -> None:
+  """In place: uniform random masks (FLASH's get_rand_mask), exact counts."""
+  rng = np.random.default_rng([seed, 0xF1A5])
+  for i, j, shape, count in zip(layout.kernel_index, layout.mask_index,
+                                layout.kernel_shapes,
+                                initial_mask_counts(layout, density)):
+    size = int(np.prod(shape))
+    mask = np.zeros(size, np.float32)
+    mask[rng.choice(size, count, replace=False)] = 1.0
+    mask = mask.reshape(shape)
+    non_trainable[j] = mask.astype(non_trainable[j].dtype)
+    trainable[i] = (trainable[i] * mask).astype(trainable[i].dtype)
+
+
+def _unweighted(process: tff.templates.AggregationProcess
+                ) -> tff.templates.AggregationProcess:
+  """`process` with every client's weight 1 (FLASH does not weight by n_k)."""
+  next_type = process.next.type_signature.parameter
+  weight_type = next_type[2]
+
+  @tff.tensorflow.computation(weight_type.member)
+  def one(weight):
+    return tf.ones_like(weight)
+
+  @tff.federated_computation(next_type[0], next_type[1], weight_type)
+  def next_fn(state, value, weight):
+    return process.next(state, value, tff.federated_map(one, weight))
+
+  return tff.templates.AggregationProcess(process.initialize, next_fn)
