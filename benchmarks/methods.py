@@ -1,6 +1,6 @@
 """The field on one framework: the runs and tables of docs/methods.md.
 
-  uv run python benchmarks/methods.py [--settings=s90_seed0] [--variants=...]
+  uv run python benchmarks/methods.py [--settings=seed0] [--variants=...]
   uv run python benchmarks/methods.py --report   # writes docs/methods.md
 
 Fashion-MNIST, 400 clients, Dirichlet β=0.1, the paper's client settings,
@@ -28,7 +28,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 from benchmarks import report_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-SETTINGS = {'s90_seed0': 0, 's90_seed1': 1}  # Partition/init seed.
+SETTINGS = {'seed0': 0, 'seed1': 1}  # Partition/init seed.
 SPARSITY = 0.9
 BUDGETS = '0.05:0.3,0.1:0.3,0.2:0.4'
 BUDGET_SPARSITY = 0.8
@@ -57,7 +57,7 @@ _DYNAMICS_ROOT = flags.DEFINE_string(
     'RandomMask and FedDST runs are the same runs; empty: run them here.')
 _ROUNDS = flags.DEFINE_integer('rounds', 150, 'Rounds per run.', lower_bound=1)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Fashion-MNIST files.')
-_SETTINGS = flags.DEFINE_list('settings', ['s90_seed0', 's90_seed1'],
+_SETTINGS = flags.DEFINE_list('settings', ['seed0', 'seed1'],
                               'Which settings, in this order.')
 _VARIANTS = flags.DEFINE_list('variants', list(VARIANTS),
                               'Which variants of each setting, in this order.')
@@ -70,11 +70,11 @@ _DOCS = flags.DEFINE_string('docs_dir', os.path.join(_REPO, 'docs'),
 def run_dir(setting: str, variant: str) -> str:
   """Runs benchmarks/dynamics.py also makes are shared with it (the launcher
   refuses a run directory whose hparams differ, so sharing is safe)."""
+  seed = SETTINGS[setting]
   if _DYNAMICS_ROOT.value and (variant == 'fedavg' or (
-      setting == 's90_seed0' and variant in ('random_mask', 'feddst'))):
-    seed = SETTINGS[setting]
-    return os.path.join(_DYNAMICS_ROOT.value, 's95_seed{}'.format(seed)
-                        if variant == 'fedavg' else setting, variant)
+      seed == 0 and variant in ('random_mask', 'feddst'))):
+    return os.path.join(_DYNAMICS_ROOT.value, f's95_seed{seed}'
+                        if variant == 'fedavg' else 's90_seed0', variant)
   return os.path.join(_ROOT.value, setting, variant)
 
 

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 METHODS = REPO / 'benchmarks' / 'methods.py'
 
 
-def write_run(root, variant, accuracy_at, budgets=(), setting='s90_seed0'):
+def write_run(root, variant, accuracy_at, budgets=(), setting='seed0'):
   rows = []
   for r in range(1, 151):
     evaluated = r % 5 == 0
@@ -40,7 +40,7 @@ def test_report_rows_and_budget_groups(tmp_path):
   proc = subprocess.run(
       [sys.executable, str(METHODS), '--report', f'--root_dir={root}',
        f'--docs_dir={docs}', f'--dynamics_root_dir={tmp_path / "dynamics"}',
-       '--settings=s90_seed0',
+       '--settings=seed0',
        '--variants=fedavg,feddst_budgets'],
       capture_output=True, text=True, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -55,7 +55,7 @@ def test_report_rows_and_budget_groups(tmp_path):
   first = lines.index(next(l for l in lines if '[budget 0.05]' in l))
   assert '| feddst_budgets [budget 0.05] | — | — | — | — | 0.500 | — | — | 0.100 |' == lines[first]
   assert '| feddst_budgets [budget 0.2] | — | — | — | — | 0.700 | — | — | 0.300 |' == lines[first + 1]
-  assert 'not complete' in text and (docs / 'methods' / 's90_seed0' /
+  assert 'not complete' in text and (docs / 'methods' / 'seed0' /
                                      'accuracy_vs_uplink.png').exists()
 
 

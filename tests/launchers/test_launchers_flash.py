@@ -79,6 +79,10 @@ def flash_runs(tmp_path_factory):
           for a in ALGORITHMS}
 
 
+# Four launcher runs (~85 s): in the slow set (`uv run pytest -m slow`), so the
+# default suite keeps to its time budget; the resume path itself is the train
+# loop's, tested by default for FedDST.
+@pytest.mark.slow
 @pytest.mark.parametrize('algorithm', sorted(ALGORITHMS))
 def test_flash_run_checkpoints_and_resumes_exactly(flash_runs, algorithm):
   full_dir, resumed_dir, runs = flash_runs[algorithm]

@@ -44,6 +44,7 @@ def cut_back_to_round(run_dir, round_num):
     writer.writerows(r for r in rows if int(r['round']) <= round_num)
 
 
+@pytest.mark.slow  # Two launcher runs (~70 s); see test_launchers_flash.py.
 def test_sparsyfed_run_resumes_exactly(tmp_path):
   full_dir, resumed_dir = tmp_path / 'full', tmp_path / 'resumed'
   full = run_script(TRAIN, *SPARSYFED_FLAGS, f'--root_dir={full_dir}')
