@@ -11,6 +11,7 @@ from tff_feddst import program
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / 'launchers' / 'train.py'
 PLOT = REPO / 'launchers' / 'plot.py'
+EXPORT = REPO / 'launchers' / 'export.py'
 # train.py, SIGKILLed after the checkpoint of the round given first.
 KILLED_AFTER_ROUND = (REPO / 'tests' / 'launchers' /
                       'train_killed_after_round.py')

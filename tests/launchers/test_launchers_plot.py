@@ -1,14 +1,33 @@
-"""launchers/plot.py on two tiny run directories."""
+"""launchers/plot.py on two hand-made run directories (it reads only
+hparams.json and results/metrics.csv)."""
+
+import csv
+import json
 
 from launcher_helpers import PLOT, run_script
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
-def test_plot_writes_pngs(launcher_runs, tmp_path):
+def write_run(run_dir, algorithm, sparsity, slope):
+  (run_dir / 'results').mkdir(parents=True)
+  (run_dir / 'hparams.json').write_text(json.dumps(
+      dict(algorithm=algorithm, sparsity=sparsity)))
+  with open(run_dir / 'results' / 'metrics.csv', 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['round', 'round/cumulative_uplink_bytes',
+                     'test/accuracy', 'test/client_mean_accuracy'])
+    for r in range(1, 21):
+      acc = f'{min(0.95, slope * r):.3f}' if r % 2 == 0 else ''
+      writer.writerow([r, int(r * 1.5e6 * (1 - sparsity)), acc, acc])
+
+
+def test_plot_writes_pngs(tmp_path):
+  write_run(tmp_path / 'a', 'feddst', 0.8, 0.04)
+  write_run(tmp_path / 'b', 'fedavg', 0.0, 0.03)
   out = tmp_path / 'plots'
-  result = run_script(PLOT, f'--run_dirs={launcher_runs.full_dir},'
-                      f'{launcher_runs.resumed_dir}', f'--output_dir={out}')
+  result = run_script(PLOT, f'--run_dirs={tmp_path / "a"},{tmp_path / "b"}',
+                      f'--output_dir={out}')
   assert result.returncode == 0, result.stderr[-3000:]
   names = sorted(p.name for p in out.iterdir())
   assert names == ['accuracy_vs_rounds.png', 'accuracy_vs_uplink.png']

@@ -1,14 +1,23 @@
-"""launchers/train.py end to end (child processes) and its flag checks (in-process)."""
+"""launchers/train.py end to end (child processes) and its flag checks (in-process).
+
+Every test that reads the `launcher_runs` runs is in this file, so that the
+pytest-xdist worker that runs it makes those runs once.
+"""
 
 import os
+import socket
+import subprocess
+import sys
 import time
 
 from absl import flags
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from launcher_helpers import (TRAIN, child_env, process_alive, read_rows,
-                              run_script, without_wall_clock)
+from launcher_helpers import (EXPORT, REPO, TIMEOUT, TINY_FLAGS, TRAIN,
+                              child_env, process_alive, read_rows, run_script,
+                              without_wall_clock)
 from tff_feddst import program
 
 
@@ -223,3 +232,60 @@ def test_unknown_flag_gets_a_suggestion_and_validator_errors_are_short(
   assert 'FATAL Flags parsing error: --sparsity must be in [0, 1)' in err
   assert 'remember_old=None' not in err
   launcher.FLAGS.unparse_flags()
+
+
+def test_export_from_run(launcher_runs, tmp_path):
+  out = tmp_path / 'export'
+  proc = run_script(EXPORT, f'--root_dir={launcher_runs.full_dir}',
+                    f'--output_dir={out}', '--num_samples=64')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Exported round 6' in proc.stdout
+  for name in ('model_dense.tflite', 'model_sparse.tflite',
+               'model_sparse_int8.tflite'):
+    assert f'| {name} |' in proc.stdout
+    assert (out / name).stat().st_size > 0
+  assert (out / 'saved_model' / 'saved_model.pb').exists()
+  # Independent check: the SavedModel's kernels are as sparse as the run's masks.
+  with np.load(launcher_runs.full_dir / 'model_weights.npz') as f:
+    masks = [f[k] for k in sorted(f.files) if k.startswith('non_trainable_')
+             and f[k].ndim == 2]
+  model = tf.keras.models.load_model(str(out / 'saved_model'))
+  kernels = [w.numpy() for w in model.weights if w.shape.ndims == 2]
+  assert len(kernels) == len(masks)
+  for k, m in zip(kernels, masks):
+    assert np.count_nonzero(k) <= m.sum()
+    assert np.all(k[m == 0] == 0)
+
+
+def test_second_run_on_a_root_dir_is_refused(launcher_runs, tmp_path):
+  root = tmp_path / 'run'
+  command = [sys.executable, str(TRAIN), *TINY_FLAGS, f'--root_dir={root}']
+  # Started together: whichever takes the lock first is "the first".
+  runs = [subprocess.Popen(command, cwd=REPO, env=child_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True) for _ in range(2)]
+  try:
+    deadline = time.monotonic() + TIMEOUT
+    while all(r.poll() is None for r in runs):
+      assert time.monotonic() < deadline
+      time.sleep(0.05)
+    ended = next(r for r in runs if r.poll() is not None)
+    other = runs[1 - runs.index(ended)]
+    # The refused one ended while the other still trained.
+    assert other.poll() is None
+    refused_err = ended.communicate(timeout=TIMEOUT)[1]
+    _, err = other.communicate(timeout=TIMEOUT)
+  finally:
+    for r in runs:
+      r.kill()
+      r.wait()
+  assert ended.returncode == 1, refused_err[-3000:]
+  assert (f'train.py: error: {root} is in use by process {other.pid} on host '
+          f'{socket.gethostname()}') in refused_err, refused_err[-3000:]
+  assert 'Traceback' not in refused_err
+  assert 'Started TFF worker' not in refused_err  # Refused before any work.
+
+  assert other.returncode == 0, err[-3000:]
+  # Every round exactly once, and the same as a run that was alone.
+  assert without_wall_clock(read_rows(root)) == without_wall_clock(
+      read_rows(launcher_runs.full_dir))
