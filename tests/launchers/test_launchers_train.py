@@ -364,6 +364,10 @@ def test_signal_stops_with_one_line_and_the_same_command_resumes(
         str(r) for r in range(1, released + 1)]
     assert program.load_model_weights(root)[1] == last
 
+    # Both signals leave the same checkpoints; one resume shows the same
+    # command continues exactly (a launcher child costs ~15 CPU-s).
+    if s != signal.SIGINT:
+      continue
     resumed = run_script(*commands[s][1:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'after round {last} ' in resumed.stderr
