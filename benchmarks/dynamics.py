@@ -62,6 +62,7 @@ VARIANTS = {
 }
 BUDGETS_MB = (50, 100, 200)
 TAIL_FROM = 101
+WIN_MARGIN = 0.02  # Issue #10: a dynamic variant must beat RandomMask by 2 points.
 
 
 def run_dir(setting: str, variant: str) -> str:
@@ -106,6 +107,52 @@ def summarize(setting: str, variant: str) -> dict | None:
   return out
 
 
+def _paired(setting: str, variant: str, reference: str):
+  """`report_lib.paired_tail_difference` of two runs of one setting."""
+  if variant == reference:
+    return None
+  return report_lib.paired_tail_difference(
+      report_lib.read_rows(run_dir(setting, variant)),
+      report_lib.read_rows(run_dir(setting, reference)), TAIL_FROM,
+      _ROUNDS.value)
+
+
+def _verdicts() -> list[str]:
+  """Per sparsity, each variant against RandomMask and FedAvg on every seed,
+  and the issue's criterion: ≥ +WIN_MARGIN over RandomMask on all seeds."""
+  lines = []
+  by_sparsity: dict[float, list[str]] = {}
+  for setting in _SETTINGS.value:
+    by_sparsity.setdefault(SETTINGS[setting][0], []).append(setting)
+  for sparsity, settings in by_sparsity.items():
+    seeds = [SETTINGS[s][1] for s in settings]
+    head = (['variant'] + [f'− random_mask, seed {k}' for k in seeds] +
+            [f'− fedavg, seed {k}' for k in seeds] +
+            [f'≥ +{WIN_MARGIN} over RandomMask on every seed'])
+    table = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for variant in _VARIANTS.value:
+      if variant in ('random_mask', 'fedavg'):
+        continue
+      versus_mask = [_paired(s, variant, 'random_mask') for s in settings]
+      versus_dense = [_paired(s, variant, 'fedavg') for s in settings]
+      if any(d is not None and d[0] < WIN_MARGIN for d in versus_mask):
+        verdict = 'no'
+      elif len(settings) > 1 and all(d is not None for d in versus_mask):
+        verdict = '**yes**'
+      else:
+        verdict = 'undecided'
+      table.append('| ' + ' | '.join(
+          [variant] + [report_lib.fmt_difference(d)
+                       for d in versus_mask + versus_dense] + [verdict]) + ' |')
+    lines += [f'## S={sparsity}: every seed', '',
+              f'Mean client accuracy over rounds {TAIL_FROM}–{_ROUNDS.value} '
+              'minus the reference of the same seed, paired by evaluation '
+              'round (mean ± standard error); "no" as soon as one seed is '
+              f'below +{WIN_MARGIN}, "yes" only with every seed complete.', '',
+              *table, '']
+  return lines
+
+
 def report() -> None:
   """Writes docs/dynamics.md (tables per setting) and plots."""
   keys = (['variant', 'rounds'] + [f'acc@{mb}MB' for mb in BUDGETS_MB] +
@@ -117,16 +164,9 @@ def report() -> None:
     if not rows:
       continue
     table = report_lib.markdown_table(keys, rows)
-    base = {r['variant']: r for r in rows}.get('random_mask')
-    dense = {r['variant']: r for r in rows}.get('fedavg')
-    diffs = []
-    for r in rows:
-      cells = []
-      for ref in (base, dense):
-        k = f'acc_mean_r{TAIL_FROM}+'
-        cells.append('—' if not ref or r[k] is None or ref[k] is None
-                     else f'{r[k] - ref[k]:+.3f}')
-      diffs.append(f'| {r["variant"]} | {cells[0]} | {cells[1]} |')
+    diffs = [f'| {r["variant"]} | ' + ' | '.join(
+        report_lib.fmt_difference(_paired(setting, r['variant'], ref))
+        for ref in ('random_mask', 'fedavg')) + ' |' for r in rows]
     out_dir = os.path.join(_DOCS.value, 'dynamics', setting)
     os.makedirs(out_dir, exist_ok=True)
     subprocess.run([sys.executable, os.path.join(_REPO, 'launchers', 'plot.py'),
@@ -136,7 +176,8 @@ def report() -> None:
     sections.append('\n'.join([
         f'## {setting}', '', *table, '',
         f'Mean client accuracy over rounds {TAIL_FROM}–{_ROUNDS.value}, minus '
-        'RandomMask and minus FedAvg:', '',
+        'RandomMask and minus FedAvg, paired by evaluation round (mean ± '
+        'standard error of the per-round differences):', '',
         '| variant | − random_mask | − fedavg |', '|---|---|---|', *diffs, '',
         f'![accuracy vs uplink](dynamics/{setting}/accuracy_vs_uplink.png)',
         f'![accuracy vs rounds](dynamics/{setting}/accuracy_vs_rounds.png)',
@@ -163,7 +204,7 @@ def report() -> None:
       'evaluations of rounds 101–150; `turnover`: share of the final global '
       'mask not in the round-0 mask; `jaccard_readjusting`: mean over '
       'readjusting rounds of `finalizer/client_mask_jaccard`.', '',
-      'Status:', *status, '', *sections, '## Commands', '', '```', commands,
+      'Status:', *status, '', *sections, *_verdicts(), '## Commands', '', '```', commands,
       '```'])
   print(report_lib.write_doc(os.path.join(_DOCS.value, 'dynamics.md'), text))
 

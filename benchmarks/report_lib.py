@@ -83,6 +83,35 @@ def tail_mean(rows: list[dict], from_round: int, rounds: int,
   return sum(tail) / len(tail) if tail else None
 
 
+def paired_tail_difference(rows: list[dict], reference: list[dict],
+                           from_round: int, rounds: int, key: str = ACCURACY):
+  """(mean, standard error, n) of `rows` − `reference` over the rounds from
+  `from_round` on that both evaluated; None until both runs are complete.
+
+  Runs of one seed evaluate the same clients in the same rounds, so the
+  per-round differences cancel the round-to-round swings that dominate each
+  curve; their standard error says how far the mean difference can be
+  trusted (n − 1 in the variance; 0 when n = 1)."""
+  if tail_mean(rows, from_round, rounds, key) is None or tail_mean(
+      reference, from_round, rounds, key) is None:
+    return None
+  ours = {int(r['round']): value(r, key) for r in evaluations(rows, key)}
+  theirs = {int(r['round']): value(r, key) for r in evaluations(reference, key)}
+  diffs = [ours[r] - theirs[r] for r in sorted(ours.keys() & theirs.keys())
+           if r >= from_round]
+  if not diffs:
+    return None
+  n = len(diffs)
+  mean = sum(diffs) / n
+  var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+  return mean, (var / n) ** 0.5, n
+
+
+def fmt_difference(paired) -> str:
+  """`paired_tail_difference`'s result as '+0.012 ± 0.004' (— if None)."""
+  return '—' if paired is None else f'{paired[0]:+.3f} ± {paired[1]:.3f}'
+
+
 def uplink_mb(rows: list[dict]):
   """Cumulative uplink of the last round, in MB."""
   return (value(rows[-1], 'round/cumulative_uplink_bytes') / BYTES_PER_MB
