@@ -62,7 +62,7 @@ VARIANTS = {
 }
 BUDGETS_MB = (50, 100, 200)
 TAIL_FROM = 101
-WIN_MARGIN = 0.02  # Issue #10: a dynamic variant must beat RandomMask by 2 points.
+WIN_MARGIN = 0.02  # Issue #10: a dynamic variant must beat RandomMask by this.
 
 
 def run_dir(setting: str, variant: str) -> str:
@@ -204,8 +204,8 @@ def report() -> None:
       'evaluations of rounds 101–150; `turnover`: share of the final global '
       'mask not in the round-0 mask; `jaccard_readjusting`: mean over '
       'readjusting rounds of `finalizer/client_mask_jaccard`.', '',
-      'Status:', *status, '', *sections, *_verdicts(), '## Commands', '', '```', commands,
-      '```'])
+      'Status:', *status, '', *sections, *_verdicts(), '## Commands', '',
+      '```', commands, '```'])
   print(report_lib.write_doc(os.path.join(_DOCS.value, 'dynamics.md'), text))
 
 
