@@ -4,8 +4,8 @@
   uv run python benchmarks/methods.py --report   # writes docs/methods.md
 
 Fashion-MNIST, 400 clients, Dirichlet β=0.1, the paper's client settings,
-150 rounds: every sparse method at S=0.9 on the same data, clients, byte
-accounting and metrics; dense FedAvg as the reference; FedDST and FLASH with
+150 rounds: every sparse method at S=0.9 (PruneFL: density capped at 0.1)
+on the same data, clients, byte accounting and metrics; dense FedAvg as the reference; FedDST and FLASH with
 per-client density budgets 0.05/0.1/0.2 (at S=0.8: a budget cannot exceed
 the global density 1 − S, so 0.2 needs S ≤ 0.8).
 
@@ -40,6 +40,9 @@ VARIANTS = {
     'flash_spdst': ['--algorithm=flash_spdst', f'--sparsity={SPARSITY}'],
     'flash_jmwst': ['--algorithm=flash_jmwst', f'--sparsity={SPARSITY}'],
     'sparsyfed': ['--algorithm=sparsyfed', f'--sparsity={SPARSITY}'],
+    # PruneFL sizes its model itself; --sparsity caps its density at 1 - S.
+    'prunefl': ['--algorithm=prunefl', f'--sparsity={SPARSITY}',
+                '--rounds_between_readjustments=10'],
     'feddst_budgets': ['--algorithm=feddst', f'--sparsity={BUDGET_SPARSITY}',
                        *_DST, f'--client_density_budgets={BUDGETS}'],
     'flash_jmwst_budgets': ['--algorithm=flash_jmwst',

@@ -353,12 +353,13 @@ def load_federated_data(hp: dict) -> data_lib.FederatedData:
 
 
 def build_process(hp: dict, model_fn, loss_fn, input_spec, *,
-                  initial_weights=None):
+                  initial_weights=None, initial_client_data=None):
   """The learning process that `hp` describes (`registry.build`)."""
   return registry.build(
       hp, model_fn, loss_fn=loss_fn, input_spec=input_spec,
       metrics_fn=lambda: [tf.keras.metrics.SparseCategoricalAccuracy()],
-      seed=hp['seed'], initial_weights=initial_weights)
+      seed=hp['seed'], initial_weights=initial_weights,
+      initial_client_data=initial_client_data)
 
 
 def loss_fn() -> tf.keras.losses.Loss:
@@ -433,8 +434,12 @@ def _run(hp: dict, config: program.TrainConfig) -> program.TrainResult:
       sys.exit(f'train.py: error: --init_from={hp["init_from"]}: {e}')
   try:
     tff_runtime = runtime.ensure_runtime(hp['workers'])
-    process = build_process(hp, model_fn, loss_fn, program.batch_input_spec(
-        federated, hp['batch_size']), initial_weights=initial_weights)
+    process = build_process(
+        hp, model_fn, loss_fn,
+        program.batch_input_spec(federated, hp['batch_size']),
+        initial_weights=initial_weights,
+        initial_client_data=program.initial_client_dataset(
+            federated, hp['batch_size'], seed=hp['seed']))
     result = program.train(process, federated, config, model_fn=model_fn,
                            loss_fn=loss_fn, hparams=hp,
                            tff_runtime=tff_runtime)

@@ -59,6 +59,19 @@ def test_defaults_by_algorithm_and_context():
     ('random_mask', dict(remember_old=True), 'remember_old applies only'),
     ('fedprox', dict(prox_mu=0.0), 'prox_mu must be > 0'),
     ('fedsgd', {}, 'algorithm must be one of'),
+    ('prunefl', dict(prunefl_max_decrease=1.0), 'prunefl_max_decrease'),
+    ('prunefl', dict(prunefl_bandwidth_mbps=0.0), 'prunefl_bandwidth_mbps'),
+    ('prunefl', dict(prunefl_compute_gflops=-1.0), 'prunefl_compute_gflops'),
+    ('prunefl', dict(prunefl_round_overhead=-0.1), 'prunefl_round_overhead'),
+    ('prunefl', dict(prunefl_initial_rounds=0), 'prunefl_initial_rounds'),
+    ('prunefl', dict(rounds_between_readjustments=0),
+     'rounds_between_readjustments'),
+    ('prunefl', dict(readjustment_ratio=0.1), 'readjustment_ratio applies'),
+    ('prunefl', dict(sparsity=0.8, client_density_budgets='0.1:1'),
+     'client_density_budgets applies only to'),
+    ('prunefl', dict(dp_noise_multiplier=1.0, dp_clip_norm=1.0),
+     'dp_noise_multiplier cannot be used with algorithm=prunefl'),
+    ('feddst', dict(prunefl_max_decrease=0.2), 'applies only to'),
 ])
 def test_bad_values_are_refused_naming_the_option(algorithm, given, name):
   with pytest.raises(registry.OptionError, match=name):
@@ -71,12 +84,15 @@ def test_every_algorithm_builds_and_runs_a_round(algorithm):
       0.6 if 'sparsity' in registry.ALGORITHMS[algorithm].takes else None))
   hp['algorithm'] = algorithm
   process = registry.build(hp, model_fn, loss_fn=loss_fn, input_spec=SPEC,
-                           metrics_fn=metrics_fn, seed=1)
+                           metrics_fn=metrics_fn, seed=1,
+                           initial_client_data=DATA[0])
   state = process.initialize()
   out = process.next(state, DATA)
   density = out.metrics['finalizer']['density']
   if algorithm == 'sparsyfed':  # The union of the client masks: >= 1 - S.
     assert 1.0 - hp['sparsity'] - 1e-6 <= density <= 1.0
+  elif algorithm == 'prunefl':  # Its own size, capped at 1 - S.
+    assert 0.0 < density <= 1.0 - hp['sparsity'] + 1e-6
   else:
     assert density == pytest.approx(1.0 - hp['sparsity'], abs=0.01)
   weights = process.get_model_weights(out.state)

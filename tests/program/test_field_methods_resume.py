@@ -1,4 +1,4 @@
-"""FLASH and SparsyFed resume exactly through the train loop, in-process: a
+"""FLASH, SparsyFed and PruneFL resume exactly through the train loop, in-process: a
 run cut back to its round-1 checkpoint and resumed equals the uninterrupted
 run, row for row and weight for weight. (The launcher-level versions are in
 the slow set: tests/launchers/test_launchers_{flash,sparsyfed}.py.)"""
@@ -33,8 +33,9 @@ def rows(root):
 
 
 @pytest.mark.parametrize('algorithm', ['flash_spdst', 'flash_jmwst',
-                                       'sparsyfed'])
+                                       'sparsyfed', 'prunefl'])
 def test_cut_back_run_resumes_exactly(federated, algorithm, tmp_path):
+  """PruneFL reconfigures in rounds 2 and 3 (R_adj = 1), after the cut."""
   model_fn = models.get_model_fn('mlp', federated.input_shape,
                                  federated.num_classes)
   hp = registry.resolve(algorithm, {'sparsity': 0.8, 'client_epochs': 2},
@@ -45,7 +46,8 @@ def test_cut_back_run_resumes_exactly(federated, algorithm, tmp_path):
       hp, model_fn, loss_fn=loss_fn,
       input_spec=program.batch_input_spec(federated, 16),
       metrics_fn=lambda: [tf.keras.metrics.SparseCategoricalAccuracy()],
-      seed=0)
+      seed=0, initial_client_data=program.initial_client_dataset(
+          federated, 16, seed=0))
 
   def train(root):
     return program.train(

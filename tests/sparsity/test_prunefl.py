@@ -123,3 +123,35 @@ def test_bad_arguments_are_refused(kwargs, message):
   with pytest.raises(ValueError, match=message):
     prunefl.reconfigure([np.ones(3)], [np.ones(3, bool)], [np.ones(3)], [1.0],
                         **args)
+
+
+def test_reconfiguration_rounds_follow_the_authors_schedule():
+  """The first after R_adj rounds of training, then every R_adj."""
+  assert [r for r in range(12) if prunefl.is_reconfiguration_round(r, 4)
+          ] == [4, 8]
+  assert [r for r in range(4) if prunefl.is_reconfiguration_round(r, 1)
+          ] == [1, 2, 3]
+
+
+@pytest.mark.parametrize('densities, settled', [
+    ([0.5, 0.45, 0.41, 0.38, 0.36, 0.34], True),   # every move <= 10%
+    ([0.5, 0.45, 0.41, 0.38, 0.36], False),        # only four moves
+    ([0.9, 0.5, 0.45, 0.41, 0.38, 0.36, 0.34], True),
+    ([0.5, 0.45, 0.41, 0.30, 0.29, 0.28], False),  # 0.41 -> 0.30: -27%
+    ([0.5, 0.54, 0.5, 0.54, 0.5, 0.54], True),     # +8% / -7.4%: settled
+])
+def test_initial_pruning_settles_after_five_small_moves(densities, settled):
+  assert prunefl.initial_pruning_settled(densities) == settled
+
+
+def test_time_model_by_hand():
+  model = prunefl.TimeModel(flops_per_example=(6.0 * 64, 6.0),
+                            bytes_per_weight=8.0, fixed_bytes=1000.0,
+                            compute_flops=2e9, bandwidth_bytes=1e6,
+                            overhead_seconds=0.5)
+  n = 300
+  assert model.layer_times(n) == pytest.approx(
+      [384 * 300 / 2e9 + 8e-6, 6 * 300 / 2e9 + 8e-6])
+  assert model.base_time == pytest.approx(0.5 + 1e-3)
+  assert model.round_time([10, 20], n) == pytest.approx(
+      0.501 + 10 * (384 * 300 / 2e9 + 8e-6) + 20 * (6 * 300 / 2e9 + 8e-6))

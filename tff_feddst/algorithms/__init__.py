@@ -18,6 +18,8 @@ _EXPORTS = {
     'keras_model_from_weights': 'feddst',
     'build_flash_components': 'flash',
     'build_weighted_flash': 'flash',
+    'build_prunefl_components': 'prunefl',
+    'build_weighted_prunefl': 'prunefl',
     'build_sparsyfed_components': 'sparsyfed',
     'build_weighted_sparsyfed': 'sparsyfed',
 }

@@ -142,6 +142,26 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            '--readjustment_end_round (default --rounds).',
            _within(0, 1, lo_open=True),
            'in (0, 1]', off=0.0),
+    # PruneFL (tff_feddst/algorithms/prunefl.py).
+    Option('prunefl_max_decrease', float, 0.3,
+           "δ, PruneFL's max decrease: the share of each layer's live weights "
+           'a reconfiguration may drop, smallest |w| first (the authors\' '
+           '0.3).', _within(0, 1, hi_open=True), 'in [0, 1)'),
+    Option('prunefl_bandwidth_mbps', float, 1.0,
+           "The client link of PruneFL's round-time model, MB/s.",
+           _within(0, None, lo_open=True), '> 0'),
+    Option('prunefl_compute_gflops', float, 14.4,
+           "The client training rate of PruneFL's round-time model, GFLOP/s "
+           "(default: this project's measured floor, docs/performance.md).",
+           _within(0, None, lo_open=True), '> 0'),
+    Option('prunefl_round_overhead', float, 1.0,
+           "The fixed seconds of a round in PruneFL's round-time model "
+           '(besides the dense params and mask bits on the link).',
+           _within(0, None), '>= 0'),
+    Option('prunefl_initial_rounds', int, 20,
+           "At most this many rounds of local training in PruneFL's initial "
+           'pruning on one client (it stops earlier once the density '
+           'settles).', _within(1, None), '>= 1'),
     # FedProx clients.
     Option('prox_mu', float, 1.0, 'FedProx μ (the reference uses 1).',
            _within(0, None, lo_open=True), '> 0', off=0.0),
@@ -199,6 +219,9 @@ class AlgorithmConfig:
   # Why resolved hparams cannot go together for this algorithm (None: they
   # can); '--' in the message becomes the flag prefix.
   refuse: Callable[[Mapping[str, Any]], str | None] | None = None
+  # The builder starts on one client's data (`initial_client_data`, from
+  # `program.initial_client_dataset`; PruneFL's initial pruning).
+  initial_client: bool = False
 
   @property
   def takes(self) -> tuple[str, ...]:
@@ -250,6 +273,23 @@ ALGORITHMS: dict[str, AlgorithmConfig] = {a.name: a for a in (
                     '(tff_feddst/sparsity/server_masks.py).', _FEDDST,
                     _SPARSE + _READJUSTING,
                     builder_args={'consensus_regrowth': True}),
+    AlgorithmConfig('prunefl',
+                    'PruneFL (Jiang et al., IEEE TNNLS 2022): initial pruning '
+                    'on one client, then every R_adj rounds the mask that '
+                    'maximises importance (aggregated squared gradients) per '
+                    'modelled round time; --sparsity caps the density at '
+                    '1 - S (0: no cap).',
+                    'tff_feddst.algorithms.prunefl:build_weighted_prunefl',
+                    ('sparsity', 'rounds_between_readjustments',
+                     'prunefl_max_decrease', 'prunefl_bandwidth_mbps',
+                     'prunefl_compute_gflops', 'prunefl_round_overhead',
+                     'prunefl_initial_rounds'),
+                    defaults={'sparsity': 0.0},
+                    # Budgets: not taken (PruneFL sizes the model itself).
+                    refuse=_no_dp('--algorithm=prunefl',
+                                  'their dense squared gradients, which '
+                                  'choose the mask'),
+                    initial_client=True),
     AlgorithmConfig('sparsyfed',
                     'SparsyFed (Guastella et al., ICLR 2025): '
                     'Powerpropagation, activation pruning, clients prune to '
@@ -387,10 +427,13 @@ def _import(path: str) -> Callable:
 
 
 def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
-          metrics_fn=None, seed: int | None = None, initial_weights=None):
+          metrics_fn=None, seed: int | None = None, initial_weights=None,
+          initial_client_data=None):
   """The learning process that `hparams` (from `resolve`) describes.
 
   `initial_weights` (a Keras model or its weight arrays) warm-starts it.
+  `initial_client_data` (batched) is the one client's data that algorithms
+  with `initial_client` start on (`program.initial_client_dataset`).
   With `dp_noise_multiplier` set, `hparams['clients_per_round']` is the DP
   mean's fixed denominator.
   """
@@ -411,6 +454,8 @@ def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
         hparams['server_learning_rate'], momentum=hparams['server_momentum'])
   for name in config.options:
     kwargs[name] = hparams[name]
+  if config.initial_client:
+    kwargs['initial_client_data'] = initial_client_data
   if hparams.get('dp_noise_multiplier') is not None:
     kwargs.update(dp_noise_multiplier=hparams['dp_noise_multiplier'],
                   dp_clip_norm=hparams['dp_clip_norm'],

@@ -23,6 +23,7 @@ _EXPORTS = {
     'RunDirectoryInUseError': 'run_lock',
     'batch_input_spec': 'sampling',
     'client_shuffle_seed': 'sampling',
+    'initial_client_dataset': 'sampling',
     'round_datasets': 'sampling',
     'sample_clients': 'sampling',
     'load_model_weights': 'train_loop',

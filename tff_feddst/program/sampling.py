@@ -54,6 +54,17 @@ def round_datasets(train: tff.simulation.datasets.ClientData,
   ]
 
 
+def initial_client_dataset(federated_data: data_lib.FederatedData,
+                           batch_size: int, *, seed: int) -> tf.data.Dataset:
+  """The training data of the one client an algorithm starts on (PruneFL's
+  initial pruning): the client drawn for round 0 (rounds are numbered from
+  1, so round 0's draw is free), shuffled and batched as in a round."""
+  (client,) = sample_clients(federated_data.client_ids, 1, seed=seed,
+                             round_num=0)
+  return round_datasets(federated_data.train, [client],
+                        batch_size=batch_size, seed=seed, round_num=0)[0]
+
+
 def with_budgets(datasets: Sequence[tf.data.Dataset],
                  client_ids: Sequence[str],
                  assignment: Mapping[str, float]) -> list[OrderedDict]:

@@ -27,7 +27,7 @@ _EXPORTS = {
     'global_magnitude_masks': 'global_magnitude',
 }
 _SUBMODULES = ('budgets', 'densities', 'flash', 'global_magnitude', 'masks',
-               'schedules', 'server_masks')
+               'prunefl', 'prunefl_tf', 'schedules', 'server_masks')
 __all__ = sorted(_EXPORTS)
 _exported, __dir__ = lazy_exports.lazy_exports(__name__, _EXPORTS)
 

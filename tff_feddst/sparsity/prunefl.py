@@ -22,14 +22,31 @@ optional density limit; we use it to compare at a target sparsity): as in the
 authors' code the greedy then stops at the cap, which keeps the best-ratio
 candidates but is not the exact maximum of R under a cardinality limit.
 
+The same module holds the rest of PruneFL's arithmetic that needs no
+TensorFlow: when a reconfiguration happens (`is_reconfiguration_round`), the
+round-time model that gives t_l and c (`TimeModel`), and when the initial
+pruning on one client has settled (`initial_pruning_settled`). The server's
+copy of `reconfigure` in TensorFlow (TFF runs graphs, not Python) is
+`sparsity.prunefl_tf`, tested equal to this one.
+
 Pure numpy (no TensorFlow), so the rule is tested against brute force.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 
 import numpy as np
+
+# The authors' code (jiangyuang/PruneFL, configs/*.py): δ = MAX_DEC_DIFF,
+# and initial pruning stops once the density moved by at most IP_THR for
+# five reconfigurations in a row; it starts reconfiguring once the selected
+# client's training accuracy reaches ADJ_THR_FACTOR / classes.
+DEFAULT_MAX_DECREASE = 0.3
+SETTLED_CHANGE = 0.1
+SETTLED_COUNT = 5
+START_ACCURACY_FACTOR = 1.5
 
 
 def protected_core(weights: np.ndarray, mask: np.ndarray,
@@ -123,3 +140,76 @@ def objective(masks: Sequence[np.ndarray], importance: Sequence[np.ndarray],
   cost = base_time + sum(t * int(np.sum(m))
                          for t, m in zip(time_per_weight, masks))
   return gain / cost
+
+
+def is_reconfiguration_round(round_num: int, interval: int) -> bool:
+  """Whether round `round_num` (from 0) of federated training reconfigures.
+
+  As the authors' `check_adj_round`: the first reconfiguration comes after
+  `interval` rounds of training, then every `interval` rounds: r = R_adj,
+  2 R_adj, ... The clients of that round upload their importance.
+  """
+  return round_num >= interval and round_num % interval == 0
+
+
+def initial_pruning_settled(densities: Sequence[float], *,
+                            change: float = SETTLED_CHANGE,
+                            count: int = SETTLED_COUNT) -> bool:
+  """Whether the initial pruning stops: the density after each of the last
+  `count` reconfigurations moved by at most `change` (relative) from the one
+  before (the authors' `initial_pruning`: |d_i / d_{i-1} - 1| <= IP_THR)."""
+  if len(densities) < count + 1:
+    return False
+  tail = densities[-(count + 1):]
+  return all(abs(b / a - 1.0) <= change for a, b in zip(tail, tail[1:]))
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeModel:
+  """The time of one FL round on a client: c + Σ_l t_l · live_l.
+
+  PruneFL measures t_l (seconds per live weight of layer l per round) and c
+  on the device (the authors' `COMP_COEFFICIENTS`, `COMM_COEFFICIENT`,
+  `TIME_CONSTANT`). Without a device we model them:
+
+      t_l = 6 · P_l · n / compute + (b_up + b_down) / bandwidth
+      c   = overhead + fixed_bytes / bandwidth
+
+  6 · P_l: training FLOPs per live weight per example (forward multiply-add
+  = 2 FLOPs at each of the P_l output positions the kernel is applied at,
+  backward twice that; the `round/client_flops` count); n: the examples a
+  client processes in the round; b_up, b_down: bytes of one live value up
+  (the upload dtype) and down (float32) — the authors' communication
+  coefficient also counts both directions; fixed_bytes: what every round
+  sends whatever the mask (dense params both ways, the packed mask down).
+
+  Attributes:
+    flops_per_example: 6 · P_l per kernel.
+    bytes_per_weight: b_up + b_down.
+    fixed_bytes: bytes per round that do not depend on the mask.
+    compute_flops: the client's training rate, FLOP/s.
+    bandwidth_bytes: the client's link, bytes/s.
+    overhead_seconds: the fixed time of a round besides `fixed_bytes`.
+  """
+  flops_per_example: tuple[float, ...]
+  bytes_per_weight: float
+  fixed_bytes: float
+  compute_flops: float
+  bandwidth_bytes: float
+  overhead_seconds: float
+
+  def layer_times(self, examples) -> list:
+    """t_l for a round of `examples` examples (a number or a scalar tensor)."""
+    comm = self.bytes_per_weight / self.bandwidth_bytes
+    return [f * examples / self.compute_flops + comm
+            for f in self.flops_per_example]
+
+  @property
+  def base_time(self) -> float:
+    """c, seconds."""
+    return self.overhead_seconds + self.fixed_bytes / self.bandwidth_bytes
+
+  def round_time(self, live_counts: Sequence[int], examples) -> float:
+    """The modelled seconds of a round with these live counts."""
+    return self.base_time + sum(
+        t * n for t, n in zip(self.layer_times(examples), live_counts))

@@ -33,6 +33,15 @@ with p the round's rate decayed linearly over the epochs; a budgeted client
 keeps its per-layer counts. The round's rate and whether clients run it come
 from `sparsity.flash.client_schedule`.
 
+With `ReadjustmentConfig.prunefl_interval` (PruneFL, `algorithms.prunefl`)
+clients never change their mask; they sum the dense loss gradient of every
+trainable param over their local steps, and on PruneFL's reconfiguration
+rounds (`sparsity.prunefl.is_reconfiguration_round`) upload its square
+besides the sparse payload (`ImportanceUpload`): per kernel weight, live or
+not, densely; for the dense params only the sum (PruneFL's S0). Other rounds
+upload empty importance tensors, so the uplink counts the importance
+exactly when it travels.
+
 The server-side state counts rounds (which drive α_r) and the cumulative bytes.
 """
 
@@ -41,6 +50,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Mapping
 import dataclasses
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -51,6 +61,7 @@ from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.sparsity import budgets as budgets_lib
 from tff_feddst.sparsity import flash as flash_lib
 from tff_feddst.sparsity import global_magnitude
+from tff_feddst.sparsity import prunefl_tf
 from tff_feddst.sparse import codec
 from tff_feddst.sparse.layout import ModelLayout
 
@@ -73,6 +84,19 @@ class ReadjustmentConfig:
   # FLASH's client DST instead (`sparsity.flash`): prune by |w|, regrow at
   # random, after every local epoch but the last; the fields above unused.
   flash: flash_lib.ClientDST | None = None
+  # PruneFL's reconfiguration interval R_adj: clients keep their mask and
+  # upload squared summed gradients every R_adj rounds (module doc); the
+  # fields above unused.
+  prunefl_interval: int | None = None
+
+
+class ImportanceUpload(NamedTuple):
+  """A PruneFL client's upload: the sparse payload, and on reconfiguration
+  rounds (Σ_steps g)² per kernel weight (flat, float32; empty otherwise) and
+  the sum of (Σ_steps g)² over the dense params (shape [1]; [0] otherwise)."""
+  payload: codec.SparsePayload
+  importance: list[Any]
+  base_importance: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,9 +130,10 @@ class RegrowthMemory:
   last gradient itself for n = 1, a ring buffer for more.
   """
 
-  def __init__(self, kernel_vars, n: int):
+  def __init__(self, kernel_vars, n: int, indices=()):
     self._kernels = kernel_vars
     self.n = n
+    self.indices = tuple(indices)  # Of the kernels among the trainables.
 
   def initial(self):
     shape = [self.n] if self.n > 1 else []
@@ -127,6 +152,29 @@ class RegrowthMemory:
 
   def summed(self, recent):
     return [tf.reduce_sum(r, axis=0) if self.n > 1 else r for r in recent[1]]
+
+
+class GradientSum:
+  """Σ over the local steps of the dense loss gradient of every trainable
+  variable (PruneFL's importance, before squaring), in the loop's state.
+  Same interface as `RegrowthMemory`."""
+
+  n = 1
+
+  def __init__(self, trainable_vars):
+    self._vars = trainable_vars
+    self.indices = tuple(range(len(trainable_vars)))
+
+  def initial(self):
+    return (tf.constant(0, tf.int64),
+            tuple(tf.zeros(v.shape, v.dtype) for v in self._vars))
+
+  def remember(self, recent, grads):
+    step, sums = recent
+    return step + 1, tuple(s + g for s, g in zip(sums, grads))
+
+  def summed(self, recent):
+    return list(recent[1])
 
 
 def _dense(g, v):
@@ -171,9 +219,14 @@ class _ClientTrainer:
     # only among dead weights), so they skip the per-step multiply.
     self.remasked = {i: m for i, m, dense in zip(
         layout.kernel_index, self.mask_vars, always_dense) if not dense}
-    self.memory = RegrowthMemory(
-        self.kernel_vars,
-        readjustment.gradient_batches if readjustment.fraction > 0 else 0)
+    self.prunefl = readjustment.prunefl_interval is not None
+    if self.prunefl:
+      self.memory = GradientSum(self.trainable)
+    else:
+      self.memory = RegrowthMemory(
+          self.kernel_vars,
+          readjustment.gradient_batches if readjustment.fraction > 0 else 0,
+          indices=layout.kernel_index)
     self.epochs = training.epochs
     self.after_epoch = readjustment.after_epoch or training.epochs
     self.flash = readjustment.flash
@@ -235,7 +288,7 @@ class _ClientTrainer:
       grads = tape.gradient(output.loss, trainable)
       if remember:
         recent = memory.remember(recent, [_dense(grads[i], trainable[i])
-                                          for i in self.layout.kernel_index])
+                                          for i in memory.indices])
       if self.training.weight_decay or self.training.prox_mu:
         grads = [self._regularized(g, w, w0) for g, w, w0 in
                  zip(grads, trainable, global_trainable)]
@@ -301,9 +354,10 @@ class _ClientTrainer:
       k.assign(result.weights)
 
   def _train(self, data, fraction, readjust, limits=None):
-    """E local epochs with the readjustment after epoch k; examples seen."""
+    """E local epochs with the readjustment after epoch k; (examples seen,
+    the gradient memory's final state)."""
     if self.flash is not None:
-      return self._train_flash(data, fraction, readjust, limits)
+      return self._train_flash(data, fraction, readjust, limits), ()
     global_trainable = [tf.identity(v) for v in self.trainable]
     memory = self.memory
 
@@ -316,14 +370,14 @@ class _ClientTrainer:
       state = self.loop(self._step_fn(global_trainable, self._step_masks(),
                                       remember=memory.n > 0),
                         data.repeat(self.epochs), initial_state)
-      if memory.n and readjust:
+      if not self.prunefl and memory.n and readjust:
         self._readjust_masks(state[2], fraction)
     else:
       state = self.loop(
           self._readjust_within_fn(global_trainable, readjust, fraction),
           self._tagged_epochs(data),
           lambda: initial_state() + (tf.constant(False),))
-    return state[0]
+    return state[0], state[2]
 
   def _flash_event(self, event, rate, limits):
     """FLASH's DST event number `event` (`sparsity.flash.client_readjust`)."""
@@ -374,6 +428,22 @@ class _ClientTrainer:
       mask_var.assign(mask)
       kernel.assign(kernel * mask)
 
+  def _with_importance(self, payload, memory_state, readjust):
+    """The payload plus PruneFL's importance on reconfiguration rounds
+    (`ImportanceUpload`): (Σ_steps g)², unweighted (the aggregator weights
+    by the examples processed)."""
+    squares = [tf.square(g) for g in self.memory.summed(memory_state)]
+    kernel_index = set(self.layout.kernel_index)
+    importance = [tf.cond(readjust, lambda s=squares[i]: tf.reshape(s, [-1]),
+                          lambda: tf.zeros([0], tf.float32))
+                  for i in self.layout.kernel_index]
+    dense = [tf.reduce_sum(s) for i, s in enumerate(squares)
+             if i not in kernel_index]
+    base = tf.add_n(dense) if dense else tf.constant(0.0)
+    base = tf.cond(readjust, lambda: tf.reshape(base, [1]),
+                   lambda: tf.zeros([0], tf.float32))
+    return ImportanceUpload(payload, importance, base)
+
   # Encode and count.
   def _stats(self, payload, upload, start_masks, hamming, num_examples):
     """Counts; FLOPs of the masks training started from (the received ones,
@@ -419,8 +489,8 @@ class _ClientTrainer:
     start_masks = received_masks
     if budget is not None:
       start_masks, counts = self._apply_budget(received_masks, budget)
-    num_examples = self._train(data, fraction, readjust,
-                               counts if budget is not None else None)
+    num_examples, memory_state = self._train(
+        data, fraction, readjust, counts if budget is not None else None)
     if self.training.global_prune_keep is not None:
       self._prune_globally(self.training.global_prune_keep)
     hamming = tf.add_n([sparsity_lib.hamming_distance(m, r) for m, r in
@@ -429,6 +499,8 @@ class _ClientTrainer:
                                               self.non_trainable)
     upload = codec.encode(kernels, masks, dense, send_masks=hamming > 0,
                           dtype=self.training.upload_dtype)
+    if self.prunefl:
+      upload = self._with_importance(upload, memory_state, readjust)
     stats = self._stats(payload, upload, start_masks, hamming, num_examples)
     if budget is not None:
       stats['budget'] = self._budget_stats(budget, counts,
@@ -497,8 +569,12 @@ def build_masked_client_work(
     loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
     always_dense=None,
     budgets: tuple[float, ...] | None = None,
+    initial_bytes: tuple[int, int] = (0, 0),
 ) -> tff.learning.templates.ClientWorkProcess:
   """The FedDST client work; `models_fn` builds the models anew (see above).
+
+  `initial_bytes` (uplink, downlink) start the cumulative counts: traffic
+  before round 1 (PruneFL's initial pruning on one client).
 
   With `budgets` (the densities of the budget groups, `sparsity.budgets`)
   each client's data is `<data=B*, budget=float32*>` (`budget_data_type`):
@@ -530,7 +606,9 @@ def build_masked_client_work(
   @tff.tensorflow.computation
   def initial_state():
     return collections.OrderedDict(
-        (k, tf.constant(0, tf.int64)) for k in state_spec)
+        round_num=tf.constant(0, tf.int64),
+        cumulative_uplink_bytes=tf.constant(initial_bytes[0], tf.int64),
+        cumulative_downlink_bytes=tf.constant(initial_bytes[1], tf.int64))
 
   @tff.federated_computation()
   def init_fn():
@@ -543,6 +621,9 @@ def build_masked_client_work(
     r = state['round_num']
     if readjustment.flash is not None:  # p_0 of the round, DST or not.
       return flash_lib.client_schedule(r, readjustment.flash)
+    if readjustment.prunefl_interval is not None:
+      return tf.constant(0.0), prunefl_tf.is_reconfiguration_round(
+          r, readjustment.prunefl_interval)
     fraction = sparsity_lib.readjustment_fraction(
         r, readjustment.fraction, readjustment.end_round, readjustment.schedule)
     readjust = sparsity_lib.is_readjustment_round(

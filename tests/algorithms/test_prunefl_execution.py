@@ -1,0 +1,346 @@
+"""PruneFL's steps through the TFF process against eager/numpy models.
+
+The clients' importance (Σ_steps g)² replayed eagerly, the server's
+example-weighted aggregation and mask equal to `sparsity.prunefl.reconfigure`
+on hand-aggregated numpy inputs with a hand-computed time model, the uplink
+equal to the serialized upload, the initial pruning replayed eagerly, and the
+invariants over a few rounds.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from test_feddst_execution import DATA, common, loss_fn, model_fn
+from tff_feddst import models
+from tff_feddst.algorithms import prunefl as prunefl_algorithm
+from tff_feddst.algorithms import prunefl_initial_pruning
+from tff_feddst.sparse import codec
+from tff_feddst.sparse import layout as layout_lib
+from tff_feddst.sparsity import prunefl
+
+LR, EPOCHS, DECAY, INTERVAL, SPARSITY = 0.1, 2, 0.01, 2, 0.25
+BANDWIDTH, GFLOPS, OVERHEAD = 0.5, 2.0, 0.01
+
+
+def prunefl_kwargs(**overrides):
+  kwargs = common(
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR),
+      client_epochs=EPOCHS, client_weight_decay=DECAY,
+      rounds_between_readjustments=INTERVAL, sparsity=SPARSITY,
+      prunefl_bandwidth_mbps=BANDWIDTH, prunefl_compute_gflops=GFLOPS,
+      prunefl_round_overhead=OVERHEAD, prunefl_initial_rounds=3,
+      initial_client_data=DATA[3])
+  kwargs.update(overrides)
+  return kwargs
+
+
+@pytest.fixture(scope='module')
+def parts():
+  return prunefl_algorithm.build_prunefl_components(model_fn,
+                                                    **prunefl_kwargs())
+
+
+@pytest.fixture(scope='module')
+def process(parts):
+  return tff.learning.templates.compose_learning_process(
+      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
+      parts.aggregator, parts.finalizer)
+
+
+def split(layout, weights):
+  return layout.split([np.asarray(w) for w in weights.trainable],
+                      [np.asarray(w) for w in weights.non_trainable])
+
+
+def payload_of(layout, weights):
+  kernels, masks, dense = split(layout, weights)
+  return tf.nest.map_structure(np.asarray, codec.encode(
+      kernels, masks, dense, send_masks=True))
+
+
+def client_round(parts, weights, round_num, data):
+  state = parts.client_work.initialize()
+  state['round_num'] = round_num
+  return parts.client_work.next(
+      state, [payload_of(parts.layout, weights)] * len(data), data)
+
+
+def eager_client(layout, weights, data):
+  """One client's round replayed eagerly: SGD with coupled L2, the mask
+  re-applied after every step, Σ of the dense loss gradients. Returns (final
+  kernels, (Σg)² per kernel, Σ over dense params of (Σg)², examples)."""
+  plain = model_fn()
+  wrapped = models.make_prunable(plain, log=False)
+  for v, w in zip(wrapped.trainable_weights, weights.trainable):
+    v.assign(w)
+  for v, w in zip(wrapped.non_trainable_weights, weights.non_trainable):
+    v.assign(w)
+  variables = wrapped.trainable_weights
+  masks = dict(zip(layout.kernel_index, split(layout, weights)[1]))
+  sums = [np.zeros(v.shape, np.float32) for v in variables]
+  examples = 0
+  for batch in data.repeat(EPOCHS):
+    with tf.GradientTape() as tape:
+      loss = loss_fn()(batch['y'], plain(batch['x'], training=True))
+    grads = tape.gradient(loss, variables)
+    examples += len(batch['y'])
+    for i, (v, g) in enumerate(zip(variables, grads)):
+      sums[i] += g.numpy()
+      new = v.numpy() - LR * (g.numpy() + DECAY * v.numpy())
+      v.assign(new * masks[i] if i in masks else new)
+  kernels = [variables[i].numpy() for i in layout.kernel_index]
+  importance = [sums[i] ** 2 for i in layout.kernel_index]
+  base = sum(float(np.sum(sums[i] ** 2)) for i in range(len(variables))
+             if i not in masks)
+  return kernels, importance, base, examples
+
+
+def nbytes(structure):
+  return sum(np.asarray(t).nbytes for t in tf.nest.flatten(structure))
+
+
+@pytest.fixture(scope='module')
+def reconfiguration(parts):
+  weights = parts.initial_model_weights_fn()
+  return weights, client_round(parts, weights, INTERVAL, DATA[:2])
+
+
+def test_client_importance_matches_eager_replay(parts, reconfiguration):
+  weights, out = reconfiguration
+  layout = parts.layout
+  for result, data in zip(out.result, DATA[:2]):
+    kernels, importance, base, examples = eager_client(layout, weights, data)
+    upload = result.update
+    assert float(result.update_weight) == examples
+    for got, want in zip(upload.importance, importance):
+      np.testing.assert_allclose(got, want.ravel(), rtol=2e-4, atol=1e-9)
+    np.testing.assert_allclose(upload.base_importance, [base], rtol=2e-4)
+    # The live values trained with the mask re-applied after every step.
+    masks = split(layout, weights)[1]
+    for values, k, m in zip(upload.payload.values, kernels, masks):
+      np.testing.assert_allclose(values, k.ravel()[m.ravel() > 0],
+                                 atol=2e-6)
+    assert all(np.size(m) == 0 for m in upload.payload.masks)  # Unchanged.
+
+
+def test_uplink_counts_the_serialized_upload(parts, reconfiguration):
+  weights, out = reconfiguration
+  total = sum(parts.layout.kernel_sizes)
+  uploads = [r.update for r in out.result]
+  assert out.measurements['round']['uplink_bytes'] == sum(
+      nbytes(u) for u in uploads)
+  for u in uploads:  # Importance: 4 bytes per kernel weight, 4 for S0.
+    assert nbytes(u) == nbytes(u.payload) + 4 * total + 4
+  assert out.measurements['round']['readjusted']
+  quiet = client_round(parts, weights, INTERVAL + 1, DATA[:2])
+  assert not quiet.measurements['round']['readjusted']
+  for r in quiet.result:
+    assert all(np.size(s) == 0 for s in r.update.importance)
+    assert np.size(r.update.base_importance) == 0
+  assert quiet.measurements['round']['uplink_bytes'] == sum(
+      nbytes(r.update.payload) for r in quiet.result)
+
+
+def hand_time_model(layout, examples):
+  """t_l and c by hand: Dense kernels apply once per example (P_l = 1)."""
+  assert layout.output_positions == (1, 1)
+  per_weight = [6.0 * examples / (GFLOPS * 1e9) + 8.0 / (BANDWIDTH * 1e6)
+                for _ in layout.kernel_sizes]
+  dense = sum(int(np.prod(s.shape)) for s in layout.dense_specs)
+  mask_bytes = sum(-(-n // 8) for n in layout.kernel_sizes)
+  return per_weight, OVERHEAD + (8.0 * dense + mask_bytes) / (BANDWIDTH * 1e6)
+
+
+def test_server_aggregates_and_reconfigures_as_numpy(parts, reconfiguration):
+  weights, out = reconfiguration
+  layout = parts.layout
+  uploads = [r.update for r in out.result]
+  n = [np.float32(r.update_weight) for r in out.result]
+  sums = parts.aggregator.next(parts.aggregator.initialize(), uploads, n)
+  state = parts.finalizer.initialize()
+  dormant = [np.asarray(d) for d in state['dormant']]
+  state['round_num'] = INTERVAL
+  final = parts.finalizer.next(state, weights, sums.result)
+  # By hand: the example-weighted mean of the live values, Σ n_k s_k.
+  _, masks, _ = split(layout, weights)
+  means, importance = [], []
+  for i, m in enumerate(masks):
+    flat = np.zeros((2, m.size), np.float32)
+    for k, u in enumerate(uploads):
+      flat[k][m.ravel() > 0] = u.payload.values[i]
+    means.append(((n[0] * flat[0] + n[1] * flat[1]) / (n[0] + n[1])
+                  ).reshape(m.shape))
+    importance.append(sum(nk * np.asarray(u.importance[i], np.float32)
+                          for nk, u in zip(n, uploads)).reshape(m.shape))
+  base = sum(float(nk) * float(u.base_importance[0])
+             for nk, u in zip(n, uploads))
+  times, c = hand_time_model(layout, (n[0] + n[1]) / 2.0)
+  cap = int(np.floor((1 - SPARSITY) * sum(layout.kernel_sizes)))
+  want = prunefl.reconfigure(
+      means, [m > 0 for m in masks],
+      [s.astype(np.float64) for s in importance], times, base_time=c,
+      max_decrease=prunefl.DEFAULT_MAX_DECREASE, base_importance=base,
+      max_live=cap)
+  kernels, new_masks, _ = split(layout, final.result)
+  assert final.measurements['reconfigured']
+  added = dropped = 0
+  for k, got, w, old, mean, d in zip(kernels, new_masks, want, masks, means,
+                                     dormant):
+    np.testing.assert_array_equal(got > 0, w)
+    added += int(np.sum((got > 0) & (old == 0)))
+    dropped += int(np.sum((got == 0) & (old > 0)))
+    # Kept: the mean; re-entered: its last server value; out: 0.
+    expected = np.where(old > 0, mean, d) * w
+    np.testing.assert_allclose(k, expected, atol=1e-6)
+  assert added > 0 and dropped > 0  # The test is not trivial.
+  assert sum(int(m.sum()) for m in new_masks) <= cap
+  # The modelled time of a round of the new mask.
+  assert final.measurements['modelled_round_seconds'] == pytest.approx(
+      c + sum(t * int(m.sum()) for t, m in zip(times, new_masks)), rel=1e-9)
+
+
+def test_initial_pruning_replays_eagerly():
+  """One round of the selected client's training with per-step squared
+  gradients through w ⊙ M, then the numpy rule: the same mask."""
+  tf.keras.utils.set_random_seed(5)
+  plain = model_fn()
+  wrapped = models.make_prunable(plain, log=False)
+  start = [v.numpy() for v in wrapped.trainable_weights]
+  layout = layout_lib.build_layout(wrapped, 0.0, 'uniform')
+  model = tff.learning.models.from_keras_model(
+      plain, loss=loss_fn(), input_spec=DATA[0].element_spec)
+  times = prunefl_algorithm.time_model(
+      layout, upload_bytes=4, bandwidth_mbps=BANDWIDTH,
+      compute_gflops=GFLOPS, overhead_seconds=OVERHEAD)
+  result = prunefl_initial_pruning.run(
+      wrapped, model, layout, DATA[1],
+      optimizer=tff.learning.optimizers.build_sgdm(LR), epochs=1,
+      weight_decay=0.0, time_model=times, max_decrease=0.3, max_live=None,
+      max_rounds=1, num_classes=None)
+  # The replay.
+  replica = model_fn()
+  for v, w in zip(replica.trainable_weights, start):
+    v.assign(w)
+  squares = [np.zeros_like(w) for w in start]
+  examples = 0
+  for batch in DATA[1]:
+    with tf.GradientTape() as tape:
+      loss = loss_fn()(batch['y'], replica(batch['x'], training=True))
+    grads = tape.gradient(loss, replica.trainable_weights)
+    examples += len(batch['y'])
+    for s, g, v in zip(squares, grads, replica.trainable_weights):
+      s += g.numpy() ** 2  # All live: the mask is all ones.
+      v.assign(v.numpy() - LR * g.numpy())
+  kernels = [replica.trainable_weights[i].numpy() for i in layout.kernel_index]
+  per_weight, c = hand_time_model(layout, examples)
+  want = prunefl.reconfigure(
+      kernels, [np.ones(k.shape, bool) for k in kernels],
+      [squares[i].astype(np.float64) for i in layout.kernel_index],
+      per_weight, base_time=c, max_decrease=0.3,
+      base_importance=sum(float(squares[i].sum()) for i in range(len(start))
+                          if i not in layout.kernel_index))
+  got_kernels, got_masks, _ = layout.split(result.trainable,
+                                           result.non_trainable)
+  assert result.rounds == 1 and result.first_reconfiguration == 0
+  for k, m, w, full in zip(got_kernels, got_masks, want, kernels):
+    np.testing.assert_array_equal(m > 0, w)
+    np.testing.assert_allclose(k, full * w, atol=1e-6)
+  assert result.densities == [sum(int(w.sum()) for w in want) /
+                              sum(layout.kernel_sizes)]
+  for d, full in zip(result.dormant_kernels, kernels):
+    np.testing.assert_allclose(d, full, atol=1e-6)  # Pruned: their value.
+
+
+def test_initial_pruning_only_prunes_until_settled(monkeypatch):
+  """Over several rounds: no pruned weight returns (no gradient reaches
+  it), the masks are applied, and it stops once settled or at the limit."""
+  tf.keras.utils.set_random_seed(6)
+  plain = model_fn()
+  wrapped = models.make_prunable(plain, log=False)
+  layout = layout_lib.build_layout(wrapped, 0.0, 'uniform')
+  model = tff.learning.models.from_keras_model(
+      plain, loss=loss_fn(), input_spec=DATA[0].element_spec)
+  masks = [wrapped.non_trainable_weights[i] for i in layout.mask_index]
+  seen = []
+  original = prunefl.reconfigure
+
+  def recording(weights, old_masks, *args, **kwargs):
+    seen.append([np.asarray(m, bool) for m in old_masks])
+    return original(weights, old_masks, *args, **kwargs)
+
+  monkeypatch.setattr(prunefl, 'reconfigure', recording)
+  result = prunefl_initial_pruning.run(
+      wrapped, model, layout, DATA[2],
+      optimizer=tff.learning.optimizers.build_sgdm(LR), epochs=1,
+      weight_decay=DECAY, time_model=prunefl_algorithm.time_model(
+          layout, upload_bytes=4, bandwidth_mbps=BANDWIDTH,
+          compute_gflops=GFLOPS, overhead_seconds=OVERHEAD),
+      max_decrease=0.3, max_live=None, max_rounds=8, num_classes=4)
+  seen.append([m.numpy() > 0 for m in masks])
+  assert len(result.densities) == len(seen) - 1 >= 2
+  for before, after in zip(seen, seen[1:]):
+    for b, a in zip(before, after):
+      assert np.all(b[a])  # Only prunes.
+  assert result.densities == sorted(result.densities, reverse=True)
+  assert (result.rounds == 8 or
+          prunefl.initial_pruning_settled(result.densities))
+  kernels, got_masks, _ = layout.split(result.trainable, result.non_trainable)
+  for k, m in zip(kernels, got_masks):
+    assert np.all(k[m == 0] == 0)
+
+
+def test_process_starts_from_the_pruned_model_under_the_cap(parts, process):
+  """... and its byte counts from the initial pruning's traffic: the dense
+  model down, the pruned one up with its mask bits (float32 values)."""
+  layout = parts.layout
+  weights = parts.initial_model_weights_fn()
+  kernels, masks, _ = split(layout, weights)
+  live = sum(int(m.sum()) for m in masks)
+  total = sum(layout.kernel_sizes)
+  assert live <= (1 - SPARSITY) * total
+  for k, m in zip(kernels, masks):
+    assert np.all(k[m == 0] == 0)
+  dense = sum(int(np.prod(s.shape)) for s in layout.dense_specs)
+  bits = sum(-(-n // 8) for n in layout.kernel_sizes)
+  state = process.initialize().client_work
+  assert state['cumulative_uplink_bytes'] == 4 * live + bits + 4 * dense
+  assert state['cumulative_downlink_bytes'] == 4 * total + bits + 4 * dense
+
+
+def test_rounds_keep_the_invariants(parts, process):
+  """Masked weights stay 0, the density stays under the cap, the mask moves
+  only on reconfiguration rounds, whose uplink adds the importance."""
+  state = process.initialize()
+  cap = (1 - SPARSITY) * sum(parts.layout.kernel_sizes)
+  importance_bytes = 2 * (4 * sum(parts.layout.kernel_sizes) + 4)
+  for r in range(INTERVAL + 1):
+    out = process.next(state, DATA[:2])
+    old_masks = split(parts.layout, process.get_model_weights(state))[1]
+    state = out.state
+    kernels, masks, _ = split(parts.layout, process.get_model_weights(state))
+    for k, m in zip(kernels, masks):
+      assert np.all(k[m == 0] == 0)
+    assert sum(m.sum() for m in masks) <= cap
+    reconfigured = prunefl.is_reconfiguration_round(r, INTERVAL)
+    assert bool(out.metrics['finalizer']['reconfigured']) == reconfigured
+    assert bool(out.metrics['client_work']['round']['readjusted']) == (
+        reconfigured)
+    if not reconfigured:
+      for a, b in zip(masks, old_masks):
+        np.testing.assert_array_equal(a, b)
+    assert out.metrics['finalizer']['modelled_round_seconds'] > OVERHEAD
+    if r == INTERVAL - 1:
+      before = out.metrics['client_work']['round']['uplink_bytes']
+  after = out.metrics['client_work']['round']['uplink_bytes']
+  assert after - before == importance_bytes  # Same masks up to the upload.
+
+
+def test_builder_needs_the_selected_clients_data():
+  with pytest.raises(ValueError, match='initial_client_data is required'):
+    prunefl_algorithm.build_prunefl_components(
+        model_fn, **prunefl_kwargs(initial_client_data=None))
+  with pytest.raises(ValueError, match='prunefl_max_decrease'):
+    prunefl_algorithm.build_prunefl_components(
+        model_fn, **prunefl_kwargs(prunefl_max_decrease=1.0))

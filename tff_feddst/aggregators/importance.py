@@ -1,0 +1,122 @@
+"""PruneFL's uploads into masked sums plus example-weighted importance sums.
+
+`(<(), ImportanceUpload@CLIENTS, float32@CLIENTS> -> <(), ImportanceSums@SERVER, M@SERVER>)`
+
+The sparse payload goes into `masked_mean`'s sums unchanged. The importance
+(Σ_steps g)², which clients upload only on reconfiguration rounds
+(`templates.client_work.ImportanceUpload`), is summed weighted by each
+client's examples processed n_k — PruneFL's aggregation: the authors'
+clients multiply their squared gradient sum by n_k and the server adds them
+up (jiangyuang/PruneFL, `AdaptiveClient.main`, `AdaptiveServer.main`). Only
+its ratios to the time model matter, so it is not normalized. A client left
+out of the masked sums (NaN/Inf or over the norm bound), or whose importance
+is not finite, adds no importance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_feddst.aggregators import masked_mean
+from tff_feddst.sparse.layout import ModelLayout
+
+
+class ImportanceSums(NamedTuple):
+  """The masked sums, Σ_k n_k s_k per kernel (flat), Σ_k n_k S0_k, and the
+  clients and examples that contributed importance."""
+  sums: masked_mean.MaskedSums
+  importance: list[Any]
+  base_importance: Any
+  importance_clients: Any
+  importance_examples: Any
+
+
+def zero_sums(layout: ModelLayout) -> ImportanceSums:
+  return ImportanceSums(
+      sums=masked_mean.zero_sums(layout),
+      importance=[tf.zeros([n], tf.float32) for n in layout.kernel_sizes],
+      base_importance=tf.zeros([], tf.float32),
+      importance_clients=tf.zeros([], tf.int32),
+      importance_examples=tf.zeros([], tf.float32))
+
+
+def accumulate(layout: ModelLayout, acc: ImportanceSums, upload, weight,
+               norm_bound: float) -> ImportanceSums:
+  """Adds one client's upload (`ImportanceUpload`) with its weight n_k."""
+  sent = tf.size(upload.base_importance) > 0
+  finite = tf.reduce_all(tf.stack(
+      [tf.reduce_all(tf.math.is_finite(t))
+       for t in list(upload.importance) + [upload.base_importance]]))
+  usable = tf.logical_and(
+      masked_mean.is_usable(upload.payload, norm_bound), finite)
+  take = tf.logical_and(sent, usable)
+  w = tf.where(take, tf.cast(weight, tf.float32), 0.0)
+
+  def scaled(t, n):
+    t = tf.where(take, tf.cast(t, tf.float32), 0.0)
+    return tf.reshape(tf.pad(t, [[0, n - tf.size(t)]]), [n]) * w
+
+  return ImportanceSums(
+      sums=masked_mean.accumulate(layout, acc.sums, upload.payload, weight,
+                                  norm_bound),
+      importance=[a + scaled(s, n) for a, s, n in
+                  zip(acc.importance, upload.importance, layout.kernel_sizes)],
+      base_importance=acc.base_importance + tf.reduce_sum(
+          scaled(upload.base_importance, 1)),
+      importance_clients=acc.importance_clients + tf.cast(take, tf.int32),
+      importance_examples=acc.importance_examples + w)
+
+
+class ImportanceSumFactory(tff.aggregators.WeightedAggregationFactory):
+  """Weighted aggregation of PruneFL uploads into `ImportanceSums`."""
+
+  def __init__(self, layout: ModelLayout, *, norm_bound: float = 1e6):
+    self._layout = layout
+    self._norm_bound = float(norm_bound)
+
+  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+    layout, norm_bound = self._layout, self._norm_bound
+
+    @tff.tensorflow.computation
+    def zero_fn():
+      return zero_sums(layout)
+
+    acc_type = zero_fn.type_signature.result
+
+    @tff.tensorflow.computation(acc_type, (value_type, weight_type))
+    def accumulate_fn(acc, value):
+      upload, weight = value
+      return accumulate(layout, acc, upload, weight, norm_bound)
+
+    @tff.tensorflow.computation(acc_type, acc_type)
+    def merge_fn(a, b):
+      return tf.nest.map_structure(tf.add, a, b)
+
+    @tff.tensorflow.computation(acc_type)
+    def report_fn(acc):
+      return acc
+
+    @tff.tensorflow.computation(acc_type)
+    def measure_fn(acc):
+      return dict(clients=acc.sums.clients,
+                  dropped_clients=acc.sums.dropped_clients,
+                  importance_clients=acc.importance_clients)
+
+    @tff.federated_computation()
+    def init_fn():
+      return tff.federated_value((), tff.SERVER)
+
+    @tff.federated_computation(init_fn.type_signature.result,
+                               tff.FederatedType(value_type, tff.CLIENTS),
+                               tff.FederatedType(weight_type, tff.CLIENTS))
+    def next_fn(state, value, weight):
+      sums = tff.federated_aggregate(tff.federated_zip((value, weight)),
+                                     zero_fn(), accumulate_fn, merge_fn,
+                                     report_fn)
+      return tff.templates.MeasuredProcessOutput(
+          state, sums, tff.federated_map(measure_fn, sums))
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)

@@ -1,0 +1,340 @@
+"""PruneFL as a `tff.learning.templates.LearningProcess`.
+
+Jiang, Wang, Valls, Ko, Lee, Leung, Tassiulas. "Model Pruning Enables
+Efficient Federated Learning on Edge Devices." IEEE TNNLS 2022, arXiv
+1909.12326. Read from the abstract and both public codes: the authors'
+(jiangyuang/PruneFL: `control/algorithm.py`, `bases/fl/simulation/
+adaptive.py`, `configs/*.py`) and FedDST's reimplementation
+(bibikar/feddst: `prunefl.py`, `models.PrunableNet.prunefl_readjust`); the
+paper's method section could not be retrieved (memo:
+docs/notes/field_methods.md §1). Our own implementation, on the FedDST
+components (sparse distributor and wire format, masked client work, masked
+sums) plus an importance upload and a PruneFL finalizer.
+
+The method: the mask M maximises R(M) = (S0 + Σ_{j∈M} s_j) / (c + Σ_{j∈M} t_l),
+the approximate empirical-risk reduction per unit of round time, over the
+masks that keep each layer's live weights outside its smallest-|w| share δ
+(`sparsity.prunefl`).
+
+1. Initial pruning on one selected client (`prunefl_initial_pruning`): it
+   trains the dense model and reconfigures until the density settles; the
+   process starts from its model and mask.
+2. Federated training: clients train on the global mask (masked local SGD,
+   FedDST's client with α = 0). Every R_adj rounds (`rounds_between_
+   readjustments`; the first after R_adj rounds) the clients also upload,
+   densely, s = (Σ_steps g)² for every kernel weight, live or not, and the
+   dense params' sum (S0); the server sums them weighted by the examples each
+   client processed and reconfigures the mask on the new weights
+   (`templates.prunefl_finalizer`).
+
+Choices (and where the codes differ):
+* Importance in federated rounds: (Σ_{local steps} g)² · n_k summed over
+  clients, n_k the examples processed: the authors' `AdaptiveClient.main`
+  (and its S0 from the dense params and biases). FedDST's code squares the
+  clients' unweighted mean of the *last* mini-batch gradient instead. Our
+  clients are stateless (TFF samples them), so they sum over the local steps
+  of the reconfiguration round only; the authors' ten persistent clients
+  also add up the rounds since the last reconfiguration.
+* Gradients are dense, taken at w ⊙ M (a pruned weight's gradient at 0), so
+  pruned weights can re-enter; they restart from their last server value
+  (the authors' server keeps it; FedDST's restarts them at 0).
+* The rule is the authors' (`sparsity.prunefl`: protected magnitude core,
+  greedy s/t order). FedDST's code has no core and sorts by s; with its
+  `prunable_params` floor its phase 2 is close to dense.
+* δ = `prunefl_max_decrease` (0.3, the authors' MAX_DEC_DIFF), constant (the
+  authors halve it every 10000 rounds).
+* Time model (`sparsity.prunefl.TimeModel`): the authors measure t_l and c on
+  a Raspberry Pi. We compute t_l = 6·P_l·n / compute + (b_up + b_down) /
+  bandwidth, with compute = `prunefl_compute_gflops` (default 14.4, the
+  measured floor of plain TensorFlow training on this project's 2-core
+  machine, docs/performance.md), bandwidth = `prunefl_bandwidth_mbps` MB/s
+  (default 1, the authors' reference link), n = the contributing clients'
+  mean examples processed in the round; c = `prunefl_round_overhead` seconds
+  (default 1; the authors measured 6.25 s per FEMNIST round) + the bytes
+  every round moves whatever the mask (dense params both ways, the mask
+  bits down) / bandwidth.
+* `sparsity` > 0 caps the density at 1 − S (the authors' optional
+  `--max-density`, constant), so PruneFL can be compared with the other
+  methods at S; 0 (default): no cap, the size is PruneFL's choice.
+* Uplink: the importance is counted where it travels (`round/uplink_bytes`:
+  4 bytes per kernel weight and 4 for S0 per client on reconfiguration
+  rounds). The initial pruning's traffic (the selected client downloads the
+  dense initial model and uploads its pruned model with the mask, once)
+  starts the cumulative counts (`round/cumulative_uplink_bytes`, ...).
+* Not supported: per-client density budgets (PruneFL sizes the global model
+  itself) and differential privacy (masks and dense squared gradients depend
+  on the clients' data outside any noised sum); the registry refuses both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import inspect
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_feddst import models as models_lib
+from tff_feddst import runtime
+from tff_feddst import sparse as sparse_lib
+from tff_feddst.aggregators import importance as importance_lib
+from tff_feddst.algorithms import feddst
+from tff_feddst.algorithms import prunefl_initial_pruning
+from tff_feddst.sparse import codec
+from tff_feddst.sparse import layout as layout_lib
+from tff_feddst.sparsity import prunefl
+from tff_feddst.templates import client_work as client_work_lib
+from tff_feddst.templates import distributor as distributor_lib
+from tff_feddst.templates import prunefl_finalizer
+
+DEFAULT_BANDWIDTH_MBPS = 1.0
+DEFAULT_COMPUTE_GFLOPS = 14.4
+DEFAULT_ROUND_OVERHEAD = 1.0
+DEFAULT_INITIAL_ROUNDS = 20
+
+
+def build_weighted_prunefl(
+    model_fn: Callable[[], tf.keras.Model],
+    *,
+    loss_fn: Any,
+    input_spec: Any,
+    initial_client_data: tf.data.Dataset | None = None,
+    metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] | None = None,
+    client_optimizer_fn: feddst.OptimizerArg,
+    server_optimizer_fn: feddst.OptimizerArg | None = None,
+    sparsity: float = 0.0,
+    rounds_between_readjustments: int = 50,
+    prunefl_max_decrease: float = prunefl.DEFAULT_MAX_DECREASE,
+    prunefl_bandwidth_mbps: float = DEFAULT_BANDWIDTH_MBPS,
+    prunefl_compute_gflops: float = DEFAULT_COMPUTE_GFLOPS,
+    prunefl_round_overhead: float = DEFAULT_ROUND_OVERHEAD,
+    prunefl_initial_rounds: int = DEFAULT_INITIAL_ROUNDS,
+    seed: int | None = None,
+    client_epochs: int = 1,
+    client_weight_decay: float = 0.0,
+    client_norm_bound: float = 1e6,
+    upload_dtype: str = 'float32',
+    client_jit_compile: bool = False,
+    initial_weights: Any = None,
+    loop_implementation: tff.learning.LoopImplementation = (
+        tff.learning.LoopImplementation.DATASET_ITERATOR),
+) -> tff.learning.templates.LearningProcess:
+  """Builds PruneFL (see the module docstring).
+
+  Args:
+    model_fn: no-arg callable returning a new, plain (unwrapped) Keras model;
+      the library wraps it with TF-MOT.
+    loss_fn: a `tf.keras.losses.Loss` or a no-arg callable returning one.
+    input_spec: the batch spec, as in `tff.learning.models.from_keras_model`.
+    initial_client_data: the selected client's batched training data, for
+      the initial pruning (required; `program.initial_client_dataset`).
+    metrics_fn: no-arg callable returning a list of Keras metrics.
+    client_optimizer_fn: a `tff.learning.optimizers.Optimizer` (or no-arg
+      callable returning one), also the selected client's.
+    server_optimizer_fn: optional server optimizer on W − mean, re-masked.
+      None: W := mean (PruneFL).
+    sparsity: S in [0, 1): the density is capped at 1 − S; 0: no cap.
+    rounds_between_readjustments: R_adj, rounds between reconfigurations.
+    prunefl_max_decrease: δ in [0, 1), the share of a layer's live weights a
+      reconfiguration may drop (smallest |w| first).
+    prunefl_bandwidth_mbps: the modelled client link, MB/s (> 0).
+    prunefl_compute_gflops: the modelled client training rate, GFLOP/s (> 0).
+    prunefl_round_overhead: the modelled fixed time of a round, s (>= 0).
+    prunefl_initial_rounds: rounds of local training at most in the initial
+      pruning (>= 1).
+    seed: seeds the init.
+    client_epochs: E, local epochs.
+    client_weight_decay: coupled L2 λ (g + λ w).
+    client_norm_bound: a client whose upload has an L2 norm above this (or a
+      NaN/Inf) is left out of the round.
+    upload_dtype: 'float32', 'bfloat16' or 'float16' for the uploaded values
+      (the importance always travels in float32).
+    client_jit_compile: XLA-compile each client training step.
+    initial_weights: start from these weights (a Keras model with
+      `model_fn`'s architecture or its weight arrays) instead of the seeded
+      init; the initial pruning starts from them.
+    loop_implementation: the local training loop (`tff.learning`).
+  """
+  parts = build_prunefl_components(**dict(locals()))
+  return tff.learning.templates.compose_learning_process(
+      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
+      parts.aggregator, parts.finalizer)
+
+
+def _check_args(a) -> None:
+  checks = [
+      (0.0 <= a['sparsity'] < 1.0, 'sparsity', 'in [0, 1) (0: no density '
+       'cap)', a['sparsity']),
+      (a['rounds_between_readjustments'] >= 1, 'rounds_between_readjustments',
+       '>= 1', a['rounds_between_readjustments']),
+      (0.0 <= a['prunefl_max_decrease'] < 1.0, 'prunefl_max_decrease',
+       'in [0, 1)', a['prunefl_max_decrease']),
+      (a['prunefl_bandwidth_mbps'] > 0, 'prunefl_bandwidth_mbps', '> 0',
+       a['prunefl_bandwidth_mbps']),
+      (a['prunefl_compute_gflops'] > 0, 'prunefl_compute_gflops', '> 0',
+       a['prunefl_compute_gflops']),
+      (a['prunefl_round_overhead'] >= 0, 'prunefl_round_overhead', '>= 0',
+       a['prunefl_round_overhead']),
+      (a['prunefl_initial_rounds'] >= 1, 'prunefl_initial_rounds', '>= 1',
+       a['prunefl_initial_rounds']),
+      (a['client_epochs'] >= 1, 'client_epochs', '>= 1', a['client_epochs']),
+      (a['client_weight_decay'] >= 0.0, 'client_weight_decay', '>= 0',
+       a['client_weight_decay']),
+      (a['client_norm_bound'] > 0, 'client_norm_bound', '> 0',
+       a['client_norm_bound']),
+  ]
+  for ok, name, expected, value in checks:
+    if not ok:
+      raise ValueError(f'{name} must be {expected}, got {value!r}.')
+  if a['initial_client_data'] is None:
+    raise ValueError(
+        'initial_client_data is required: PruneFL starts with initial '
+        'pruning on one selected client (its batched training data, e.g. '
+        '`tff_feddst.program.initial_client_dataset(federated, batch_size, '
+        'seed=seed)`).')
+
+
+def time_model(layout: layout_lib.ModelLayout, *, upload_bytes: int,
+               bandwidth_mbps: float, compute_gflops: float,
+               overhead_seconds: float) -> prunefl.TimeModel:
+  """The round-time model of `layout`'s model (`sparsity.prunefl.TimeModel`);
+  `upload_bytes` per uploaded value (the downlink sends float32)."""
+  dense = sum(int(np.prod(s.shape)) for s in layout.dense_specs)
+  mask_bytes = sum((n + 7) // 8 for n in layout.kernel_sizes)
+  return prunefl.TimeModel(
+      flops_per_example=tuple(6.0 * p for p in layout.output_positions),
+      bytes_per_weight=float(upload_bytes + 4),
+      fixed_bytes=float(dense * (upload_bytes + 4) + mask_bytes),
+      compute_flops=compute_gflops * 1e9,
+      bandwidth_bytes=bandwidth_mbps * 1e6,
+      overhead_seconds=overhead_seconds)
+
+
+def _num_classes(model: tf.keras.Model) -> int | None:
+  """The output width of a classifier (None when the output is not [B, C])."""
+  try:
+    shape = model.output_shape
+  except (AttributeError, ValueError):
+    return None
+  if isinstance(shape, tuple) and len(shape) == 2 and shape[-1]:
+    return int(shape[-1])
+  return None
+
+
+def _initial_pruning_bytes(layout, dense_start, start, upload_dtype
+                           ) -> tuple[int, int]:
+  """(uplink, downlink) bytes of the initial pruning: the selected client
+  receives the dense initial model and sends back its pruned model with the
+  mask, as the round payloads (`sparse.codec`) would carry them."""
+  down = codec.encode(*layout.split(*dense_start), send_masks=True)
+  up = codec.encode(*layout.split(start.trainable, start.non_trainable),
+                    send_masks=True, dtype=upload_dtype)
+  return int(codec.payload_bytes(up)), int(codec.payload_bytes(down))
+
+
+def _selected_client_models(model_fn, a):
+  """(wrapped Keras model, tff.learning model on its variables) of the
+  initial model — seeded init or `initial_weights` — all weights live."""
+  if a['seed'] is not None:
+    tf.keras.utils.set_random_seed(a['seed'])
+  plain = model_fn()
+  if a['initial_weights'] is not None:
+    models_lib.copy_weights(plain, a['initial_weights'])
+  wrapped = models_lib.make_prunable(plain)
+  feddst._check_input_spec(a['input_spec'], wrapped)  # pylint: disable=protected-access
+  same = ([v.ref() for v in plain.trainable_weights] ==
+          [v.ref() for v in wrapped.trainable_weights])
+  model = tff.learning.models.from_keras_model(
+      plain if same else wrapped, loss=models_lib.loss_instance(a['loss_fn']),
+      input_spec=a['input_spec'])
+  return wrapped, model
+
+
+def build_prunefl_components(
+    model_fn: Callable[[], tf.keras.Model], **kwargs) -> feddst.FedDSTComponents:
+  """The parts `build_weighted_prunefl` composes (for tests and custom loops).
+
+  Takes exactly the keyword arguments of `build_weighted_prunefl`; runs the
+  initial pruning.
+  """
+  try:
+    bound = inspect.signature(build_weighted_prunefl).bind(model_fn, **kwargs)
+  except TypeError as e:
+    raise TypeError(f'build_prunefl_components takes the arguments of '
+                    f'build_weighted_prunefl: {e}') from None
+  bound.apply_defaults()
+  a = bound.arguments
+  _check_args(a)
+  upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
+  client_optimizer = feddst._optimizer(  # pylint: disable=protected-access
+      a['client_optimizer_fn'], 'client_optimizer_fn')
+  if client_optimizer is None:
+    raise TypeError('client_optimizer_fn is required.')
+  server_optimizer = feddst._optimizer(  # pylint: disable=protected-access
+      a['server_optimizer_fn'], 'server_optimizer_fn')
+  models_lib.loss_instance(a['loss_fn'])  # Fail early on a bad loss.
+  runtime.own_default_context()
+
+  models_fn = feddst._training_models_fn(  # pylint: disable=protected-access
+      model_fn, a['loss_fn'], a['input_spec'], a['metrics_fn'])
+  wrapped, model = _selected_client_models(model_fn, a)
+  layout = layout_lib.build_layout(wrapped, 0.0, 'uniform')  # Dense start.
+  sizes = sum(layout.kernel_sizes)
+  max_live = (None if a['sparsity'] == 0 else
+              int(np.floor((1.0 - a['sparsity']) * sizes)))
+  dense_start = ([v.numpy() for v in wrapped.trainable_weights],
+                 [v.numpy() for v in wrapped.non_trainable_weights])
+  times = time_model(layout, upload_bytes=upload_tf_dtype.size,
+                     bandwidth_mbps=a['prunefl_bandwidth_mbps'],
+                     compute_gflops=a['prunefl_compute_gflops'],
+                     overhead_seconds=a['prunefl_round_overhead'])
+  start = prunefl_initial_pruning.run(
+      wrapped, model, layout, a['initial_client_data'],
+      optimizer=client_optimizer, epochs=a['client_epochs'],
+      weight_decay=a['client_weight_decay'], time_model=times,
+      max_decrease=a['prunefl_max_decrease'], max_live=max_live,
+      max_rounds=a['prunefl_initial_rounds'],
+      num_classes=_num_classes(wrapped))
+  trainable, non_trainable = start.trainable, start.non_trainable
+  initial_bytes = _initial_pruning_bytes(layout, dense_start, start,
+                                         upload_tf_dtype)
+
+  @tff.tensorflow.computation
+  def initial_model_weights_fn():
+    return tff.learning.models.ModelWeights(
+        [tf.constant(w) for w in trainable],
+        [tf.constant(w) for w in non_trainable])
+
+  weights_type = initial_model_weights_fn.type_signature.result
+  distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
+  payload_type = distributor.next.type_signature.result.result.member
+  data_type = tff.SequenceType(tff.types.tensorflow_to_type(a['input_spec']))
+  client_work = client_work_lib.build_masked_client_work(
+      models_fn, layout, payload_type, data_type,
+      optimizer=client_optimizer,
+      training=client_work_lib.LocalTrainingConfig(
+          epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
+          upload_dtype=upload_tf_dtype,
+          jit_compile=bool(a['client_jit_compile'])),
+      readjustment=client_work_lib.ReadjustmentConfig(
+          prunefl_interval=a['rounds_between_readjustments']),
+      loop_implementation=a['loop_implementation'],
+      always_dense=[False] * layout.num_kernels,  # Masks move.
+      initial_bytes=initial_bytes)
+  client_result_type = client_work.next.type_signature.result.result.member
+  aggregator = importance_lib.ImportanceSumFactory(
+      layout, norm_bound=a['client_norm_bound']).create(
+          client_result_type.update, client_result_type.update_weight)
+  sums_type = aggregator.next.type_signature.result.result.member
+  finalizer = prunefl_finalizer.build_prunefl_finalizer(
+      layout, weights_type, sums_type, server_optimizer=server_optimizer,
+      rule=prunefl_finalizer.PruneFLServerRule(
+          interval=a['rounds_between_readjustments'],
+          max_decrease=a['prunefl_max_decrease'], time_model=times,
+          max_live=max_live,
+          dormant_kernels=tuple(start.dormant_kernels)))
+  return feddst.FedDSTComponents(layout, initial_model_weights_fn,
+                                 distributor, client_work, aggregator,
+                                 finalizer)
