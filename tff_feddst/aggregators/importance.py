@@ -105,18 +105,6 @@ class ImportanceSumFactory(tff.aggregators.WeightedAggregationFactory):
                   dropped_clients=acc.sums.dropped_clients,
                   importance_clients=acc.importance_clients)
 
-    @tff.federated_computation()
-    def init_fn():
-      return tff.federated_value((), tff.SERVER)
-
-    @tff.federated_computation(init_fn.type_signature.result,
-                               tff.FederatedType(value_type, tff.CLIENTS),
-                               tff.FederatedType(weight_type, tff.CLIENTS))
-    def next_fn(state, value, weight):
-      sums = tff.federated_aggregate(tff.federated_zip((value, weight)),
-                                     zero_fn(), accumulate_fn, merge_fn,
-                                     report_fn)
-      return tff.templates.MeasuredProcessOutput(
-          state, sums, tff.federated_map(measure_fn, sums))
-
-    return tff.templates.AggregationProcess(init_fn, next_fn)
+    return masked_mean.stateless_sum_process(
+        value_type, weight_type, zero_fn, accumulate_fn, merge_fn, report_fn,
+        measure_fn)

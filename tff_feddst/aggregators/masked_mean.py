@@ -164,21 +164,33 @@ class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
       return dict(clients=acc.clients, dropped_clients=acc.dropped_clients,
                   max_mask_votes=senders)
 
-    @tff.federated_computation()
-    def init_fn():
-      return tff.federated_value((), tff.SERVER)
+    return stateless_sum_process(value_type, weight_type, zero_fn,
+                                 accumulate_fn, merge_fn, report_fn,
+                                 measure_fn)
 
-    @tff.federated_computation(init_fn.type_signature.result,
-                               tff.FederatedType(value_type, tff.CLIENTS),
-                               tff.FederatedType(weight_type, tff.CLIENTS))
-    def next_fn(state, value, weight):
-      sums = tff.federated_aggregate(tff.federated_zip((value, weight)),
-                                     zero_fn(), accumulate_fn, merge_fn,
-                                     report_fn)
-      return tff.templates.MeasuredProcessOutput(
-          state, sums, tff.federated_map(measure_fn, sums))
 
-    return tff.templates.AggregationProcess(init_fn, next_fn)
+def stateless_sum_process(value_type, weight_type, zero_fn, accumulate_fn,
+                          merge_fn, report_fn, measure_fn
+                          ) -> tff.templates.AggregationProcess:
+  """A stateless `AggregationProcess` of one `federated_aggregate` of the
+  (value, weight) pairs, its result measured by `measure_fn` (the masked
+  sums here, PruneFL's importance sums in `aggregators.importance`)."""
+
+  @tff.federated_computation()
+  def init_fn():
+    return tff.federated_value((), tff.SERVER)
+
+  @tff.federated_computation(init_fn.type_signature.result,
+                             tff.FederatedType(value_type, tff.CLIENTS),
+                             tff.FederatedType(weight_type, tff.CLIENTS))
+  def next_fn(state, value, weight):
+    sums = tff.federated_aggregate(tff.federated_zip((value, weight)),
+                                   zero_fn(), accumulate_fn, merge_fn,
+                                   report_fn)
+    return tff.templates.MeasuredProcessOutput(
+        state, sums, tff.federated_map(measure_fn, sums))
+
+  return tff.templates.AggregationProcess(init_fn, next_fn)
 
 
 MEAN_OVER = ('holders', 'all')

@@ -20,7 +20,7 @@ at S=0, RandomMask at S>0); FedDST with readjustment is refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 import inspect
 import types
 from typing import Any, NamedTuple
@@ -370,13 +370,37 @@ def build_feddst_components(model_fn: Callable[[], tf.keras.Model], **kwargs
 
   Takes exactly the keyword arguments of `build_weighted_feddst`.
   """
+  return _build_components(bind_arguments(
+      build_weighted_feddst, 'build_feddst_components', model_fn, kwargs))
+
+
+def bind_arguments(builder: Callable[..., Any], components_name: str,
+                   model_fn, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+  """`builder`'s arguments (defaults filled in) for its `*_components`
+  twin, which takes exactly them; an unknown or missing one is named."""
   try:
-    bound = inspect.signature(build_weighted_feddst).bind(model_fn, **kwargs)
+    bound = inspect.signature(builder).bind(model_fn, **kwargs)
   except TypeError as e:
-    raise TypeError(f'build_feddst_components takes the arguments of '
-                    f'build_weighted_feddst: {e}') from None
+    raise TypeError(f'{components_name} takes the arguments of '
+                    f'{builder.__name__}: {e}') from None
   bound.apply_defaults()
-  return _build_components(bound.arguments)
+  return dict(bound.arguments)
+
+
+def checked_optimizers(arguments: Mapping[str, Any]):
+  """(client optimizer, server optimizer or None) of a builder's arguments,
+  after checking them and the loss; then owns TFF's default context (our
+  worker, not TFF's, which outlives Python). Every sparse builder's last
+  check before it builds anything."""
+  client_optimizer = _optimizer(arguments['client_optimizer_fn'],
+                                'client_optimizer_fn')
+  if client_optimizer is None:
+    raise TypeError('client_optimizer_fn is required.')
+  server_optimizer = _optimizer(arguments['server_optimizer_fn'],
+                                'server_optimizer_fn')
+  models_lib.loss_instance(arguments['loss_fn'])  # Fail early on a bad loss.
+  runtime.own_default_context()
+  return client_optimizer, server_optimizer
 
 
 def _build_components(arguments: dict[str, Any]) -> FedDSTComponents:
@@ -398,12 +422,7 @@ def _build_components(arguments: dict[str, Any]) -> FedDSTComponents:
                      f'{sparsity_lib.DISTRIBUTIONS}, got '
                      f'{a.sparsity_distribution!r}.')
   sparsity_lib.schedules.check_schedule(a.readjustment_schedule)
-  client_optimizer = _optimizer(a.client_optimizer_fn, 'client_optimizer_fn')
-  if client_optimizer is None:
-    raise TypeError('client_optimizer_fn is required.')
-  server_optimizer = _optimizer(a.server_optimizer_fn, 'server_optimizer_fn')
-  models_lib.loss_instance(a.loss_fn)  # Fail early on a bad loss.
-  runtime.own_default_context()  # Our worker, not TFF's (it outlives Python).
+  client_optimizer, server_optimizer = checked_optimizers(arguments)
 
   start = _initial_model(a.model_fn, a.input_spec, a.sparsity,
                          a.sparsity_distribution, seed=a.seed,

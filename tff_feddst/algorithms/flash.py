@@ -66,7 +66,6 @@ What we chose:
 from __future__ import annotations
 
 from collections.abc import Callable
-import inspect
 from typing import Any
 
 import numpy as np
@@ -74,7 +73,6 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import models as models_lib
-from tff_feddst import runtime
 from tff_feddst import sparse as sparse_lib
 from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.aggregators import masked_mean
@@ -162,25 +160,13 @@ def build_flash_components(
 
   Takes exactly the keyword arguments of `build_weighted_flash`.
   """
-  try:
-    bound = inspect.signature(build_weighted_flash).bind(model_fn, **kwargs)
-  except TypeError as e:
-    raise TypeError(f'build_flash_components takes the arguments of '
-                    f'build_weighted_flash: {e}') from None
-  bound.apply_defaults()
-  a = bound.arguments
+  a = feddst.bind_arguments(build_weighted_flash, 'build_flash_components',
+                            model_fn, kwargs)
   _check_args(a)
   budgets = feddst._budget_densities(  # pylint: disable=protected-access
       a['client_density_budgets'], a['sparsity'], None)
   upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
-  client_optimizer = feddst._optimizer(  # pylint: disable=protected-access
-      a['client_optimizer_fn'], 'client_optimizer_fn')
-  if client_optimizer is None:
-    raise TypeError('client_optimizer_fn is required.')
-  server_optimizer = feddst._optimizer(  # pylint: disable=protected-access
-      a['server_optimizer_fn'], 'server_optimizer_fn')
-  models_lib.loss_instance(a['loss_fn'])  # Fail early on a bad loss.
-  runtime.own_default_context()
+  client_optimizer, server_optimizer = feddst.checked_optimizers(a)
   seed = 0 if a['seed'] is None else int(a['seed'])
 
   layout, trainable, non_trainable = _initial_model(

@@ -69,7 +69,6 @@ Choices (and where the codes differ):
 from __future__ import annotations
 
 from collections.abc import Callable
-import inspect
 from typing import Any
 
 import numpy as np
@@ -77,7 +76,6 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import models as models_lib
-from tff_feddst import runtime
 from tff_feddst import sparse as sparse_lib
 from tff_feddst.aggregators import importance as importance_lib
 from tff_feddst.algorithms import feddst
@@ -259,23 +257,11 @@ def build_prunefl_components(
   Takes exactly the keyword arguments of `build_weighted_prunefl`; runs the
   initial pruning.
   """
-  try:
-    bound = inspect.signature(build_weighted_prunefl).bind(model_fn, **kwargs)
-  except TypeError as e:
-    raise TypeError(f'build_prunefl_components takes the arguments of '
-                    f'build_weighted_prunefl: {e}') from None
-  bound.apply_defaults()
-  a = bound.arguments
+  a = feddst.bind_arguments(build_weighted_prunefl, 'build_prunefl_components',
+                            model_fn, kwargs)
   _check_args(a)
   upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
-  client_optimizer = feddst._optimizer(  # pylint: disable=protected-access
-      a['client_optimizer_fn'], 'client_optimizer_fn')
-  if client_optimizer is None:
-    raise TypeError('client_optimizer_fn is required.')
-  server_optimizer = feddst._optimizer(  # pylint: disable=protected-access
-      a['server_optimizer_fn'], 'server_optimizer_fn')
-  models_lib.loss_instance(a['loss_fn'])  # Fail early on a bad loss.
-  runtime.own_default_context()
+  client_optimizer, server_optimizer = feddst.checked_optimizers(a)
 
   models_fn = feddst._training_models_fn(  # pylint: disable=protected-access
       model_fn, a['loss_fn'], a['input_spec'], a['metrics_fn'])

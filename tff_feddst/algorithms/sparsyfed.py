@@ -58,14 +58,12 @@ What we chose:
 from __future__ import annotations
 
 from collections.abc import Callable
-import inspect
 from typing import Any
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import models as models_lib
-from tff_feddst import runtime
 from tff_feddst import sparse as sparse_lib
 from tff_feddst.aggregators import masked_mean
 from tff_feddst.algorithms import feddst
@@ -158,25 +156,12 @@ def build_sparsyfed_components(
 
   Takes exactly the keyword arguments of `build_weighted_sparsyfed`.
   """
-  try:
-    bound = inspect.signature(build_weighted_sparsyfed).bind(model_fn,
-                                                             **kwargs)
-  except TypeError as e:
-    raise TypeError(f'build_sparsyfed_components takes the arguments of '
-                    f'build_weighted_sparsyfed: {e}') from None
-  bound.apply_defaults()
-  a = bound.arguments
+  a = feddst.bind_arguments(build_weighted_sparsyfed, 'build_sparsyfed_components',
+                            model_fn, kwargs)
   beta = _check_args(a['sparsity'], a['sparsyfed_beta'], a['client_epochs'],
                      a['client_weight_decay'], a['client_norm_bound'])
   upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
-  client_optimizer = feddst._optimizer(  # pylint: disable=protected-access
-      a['client_optimizer_fn'], 'client_optimizer_fn')
-  if client_optimizer is None:
-    raise TypeError('client_optimizer_fn is required.')
-  server_optimizer = feddst._optimizer(  # pylint: disable=protected-access
-      a['server_optimizer_fn'], 'server_optimizer_fn')
-  models_lib.loss_instance(a['loss_fn'])  # Fail early on a bad loss.
-  runtime.own_default_context()
+  client_optimizer, server_optimizer = feddst.checked_optimizers(a)
 
   layout, trainable, non_trainable = _initial_model(
       model_fn, a['input_spec'], beta, a['activation_pruning'],
