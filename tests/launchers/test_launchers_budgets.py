@@ -19,6 +19,10 @@ BUDGET_FLAGS = [
 LABELS = ('0.05', '0.1', '0.2')
 
 
+# ~25 CPU-s of launcher child: `-m slow`. By default the per-group columns come
+# from program.train in-process (tests/program/test_budgets_train_loop.py) and
+# the flag's parsing and refusals are checked below.
+@pytest.mark.slow
 def test_budget_run_writes_per_group_columns(tmp_path):
   result = run_script(TRAIN, *BUDGET_FLAGS, f'--root_dir={tmp_path}')
   assert result.returncode == 0, result.stderr[-3000:]

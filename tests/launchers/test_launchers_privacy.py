@@ -22,6 +22,11 @@ def direct_epsilon(q, z, rounds, delta):
   return accountant.get_epsilon(delta)
 
 
+# ~25 CPU-s of launcher child: `-m slow`. By default the same ε column comes
+# from program.train in-process (tests/program/test_program_train_loop.py::
+# test_privacy_metrics_only_for_a_dp_process) and the DP flags are checked by
+# the registry tests.
+@pytest.mark.slow
 def test_dp_run_reports_epsilon(tmp_path):
   result = run_script(TRAIN, *DP_FLAGS, f'--root_dir={tmp_path}')
   assert result.returncode == 0, result.stderr[-3000:]
