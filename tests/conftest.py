@@ -52,7 +52,6 @@ def write_fake_emnist():
 # instead of one running a 3-minute launcher file alone at the end.
 _LONGEST_FIRST = (
     'tests/launchers/test_launchers_train.py',
-    'tests/launchers/test_launchers_tfrecord.py',
     'tests/launchers/test_launchers_workers.py',
     'tests/test_runtime.py',
     'tests/launchers/',

@@ -4,7 +4,9 @@ Every test that reads the `launcher_runs` runs is in this file, so that the
 pytest-xdist worker that runs it makes those runs once.
 """
 
+import dataclasses
 import os
+from pathlib import Path
 import re
 import signal
 import socket
@@ -20,6 +22,7 @@ import tensorflow as tf
 from launcher_helpers import (EXPORT, REPO, TIMEOUT, TINY_FLAGS, TRAIN,
                               child_env, process_alive, read_rows, run_script,
                               without_wall_clock)
+from tff_feddst import data
 from tff_feddst import program
 
 
@@ -236,32 +239,28 @@ def test_unknown_flag_gets_a_suggestion_and_validator_errors_are_short(
   launcher.FLAGS.unparse_flags()
 
 
-def test_export_from_run(launcher_runs, tmp_path):
-  out = tmp_path / 'export'
-  proc = run_script(EXPORT, f'--root_dir={launcher_runs.full_dir}',
-                    f'--output_dir={out}', '--num_samples=64')
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'Exported round 6' in proc.stdout
-  for name in ('model_dense.tflite', 'model_sparse.tflite',
-               'model_sparse_int8.tflite'):
-    assert f'| {name} |' in proc.stdout
-    assert (out / name).stat().st_size > 0
-  assert (out / 'saved_model' / 'saved_model.pb').exists()
-  # Independent check: the SavedModel's kernels are as sparse as the run's masks.
-  with np.load(launcher_runs.full_dir / 'model_weights.npz') as f:
-    masks = [f[k] for k in sorted(f.files) if k.startswith('non_trainable_')
-             and f[k].ndim == 2]
-  model = tf.keras.models.load_model(str(out / 'saved_model'))
-  kernels = [w.numpy() for w in model.weights if w.shape.ndims == 2]
-  assert len(kernels) == len(masks)
-  for k, m in zip(kernels, masks):
-    assert np.count_nonzero(k) <= m.sum()
-    assert np.all(k[m == 0] == 0)
+@dataclasses.dataclass
+class RecordsRun:
+  """TINY_FLAGS' partition written as TFRecords, and one command started
+  twice at once on one root directory: one trained, one was refused."""
+  root: Path
+  trained: subprocess.CompletedProcess
+  trained_pid: int
+  refused: subprocess.CompletedProcess
 
 
-def test_second_run_on_a_root_dir_is_refused(launcher_runs, tmp_path):
-  root = tmp_path / 'run'
-  command = [sys.executable, str(TRAIN), *TINY_FLAGS, f'--root_dir={root}']
+@pytest.fixture(scope='module')
+def records_run(tmp_path_factory):
+  base = tmp_path_factory.mktemp('records_run')
+  # train.py's bundled partition for TINY_FLAGS (digits, 10 clients,
+  # Dirichlet 0.1, seed 3), written by the library's writer.
+  data.write_tfrecord(data.build_federated_data(
+      data.load_digits(), num_clients=10, beta=0.1, seed=3), base / 'records')
+  root = base / 'run'
+  command = [sys.executable, str(TRAIN),
+             *[f for f in TINY_FLAGS if not f.startswith('--dataset=')],
+             '--dataset=tfrecord', f'--data_dir={base / "records"}',
+             f'--root_dir={root}']
   # Started together: whichever takes the lock first is "the first".
   runs = [subprocess.Popen(command, cwd=REPO, env=child_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -275,22 +274,58 @@ def test_second_run_on_a_root_dir_is_refused(launcher_runs, tmp_path):
     other = runs[1 - runs.index(ended)]
     # The refused one ended while the other still trained.
     assert other.poll() is None
-    refused_err = ended.communicate(timeout=TIMEOUT)[1]
-    _, err = other.communicate(timeout=TIMEOUT)
+    outputs = [r.communicate(timeout=TIMEOUT) for r in (ended, other)]
   finally:
     for r in runs:
       r.kill()
       r.wait()
-  assert ended.returncode == 1, refused_err[-3000:]
-  assert (f'train.py: error: {root} is in use by process {other.pid} on host '
-          f'{socket.gethostname()}') in refused_err, refused_err[-3000:]
-  assert 'Traceback' not in refused_err
-  assert 'Started TFF worker' not in refused_err  # Refused before any work.
+  return RecordsRun(
+      root=root, trained_pid=other.pid,
+      refused=subprocess.CompletedProcess([], ended.returncode, *outputs[0]),
+      trained=subprocess.CompletedProcess([], other.returncode, *outputs[1]))
 
-  assert other.returncode == 0, err[-3000:]
-  # Every round exactly once, and the same as a run that was alone.
-  assert without_wall_clock(read_rows(root)) == without_wall_clock(
+
+def test_second_run_on_a_root_dir_is_refused(records_run):
+  refused = records_run.refused.stderr
+  assert records_run.refused.returncode == 1, refused[-3000:]
+  assert (f'train.py: error: {records_run.root} is in use by process '
+          f'{records_run.trained_pid} on host {socket.gethostname()}'
+          ) in refused, refused[-3000:]
+  assert 'Traceback' not in refused
+  assert 'Started TFF worker' not in refused  # Refused before any work.
+
+
+def test_tfrecord_run_trains_like_the_bundled_reader(records_run,
+                                                     launcher_runs):
+  assert records_run.trained.returncode == 0, records_run.trained.stderr[-3000:]
+  # Every round exactly once, and the same as the bundled reader's run.
+  assert without_wall_clock(read_rows(records_run.root)) == without_wall_clock(
       read_rows(launcher_runs.full_dir))
+
+
+def test_export_from_run(records_run, tmp_path):
+  out = tmp_path / 'export'
+  proc = run_script(EXPORT, f'--root_dir={records_run.root}',
+                    f'--output_dir={out}', '--num_samples=64')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Exported round 6' in proc.stdout
+  # Checked on the central test images read back from the records.
+  assert 'checked on 64 test images' in proc.stdout
+  for name in ('model_dense.tflite', 'model_sparse.tflite',
+               'model_sparse_int8.tflite'):
+    assert f'| {name} |' in proc.stdout
+    assert (out / name).stat().st_size > 0
+  assert (out / 'saved_model' / 'saved_model.pb').exists()
+  # Independent check: the SavedModel's kernels are as sparse as the run's masks.
+  with np.load(records_run.root / 'model_weights.npz') as f:
+    masks = [f[k] for k in sorted(f.files) if k.startswith('non_trainable_')
+             and f[k].ndim == 2]
+  model = tf.keras.models.load_model(str(out / 'saved_model'))
+  kernels = [w.numpy() for w in model.weights if w.shape.ndims == 2]
+  assert len(kernels) == len(masks)
+  for k, m in zip(kernels, masks):
+    assert np.count_nonzero(k) <= m.sum()
+    assert np.all(k[m == 0] == 0)
 
 
 # Ctrl-C and SIGTERM stop train.py with one line; rerunning resumes exactly.
