@@ -80,31 +80,13 @@ class ImportanceSumFactory(tff.aggregators.WeightedAggregationFactory):
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     layout, norm_bound = self._layout, self._norm_bound
 
-    @tff.tensorflow.computation
-    def zero_fn():
-      return zero_sums(layout)
-
-    acc_type = zero_fn.type_signature.result
-
-    @tff.tensorflow.computation(acc_type, (value_type, weight_type))
-    def accumulate_fn(acc, value):
-      upload, weight = value
-      return accumulate(layout, acc, upload, weight, norm_bound)
-
-    @tff.tensorflow.computation(acc_type, acc_type)
-    def merge_fn(a, b):
-      return tf.nest.map_structure(tf.add, a, b)
-
-    @tff.tensorflow.computation(acc_type)
-    def report_fn(acc):
-      return acc
-
-    @tff.tensorflow.computation(acc_type)
-    def measure_fn(acc):
+    def measure(acc):
       return dict(clients=acc.sums.clients,
                   dropped_clients=acc.sums.dropped_clients,
                   importance_clients=acc.importance_clients)
 
     return masked_mean.stateless_sum_process(
-        value_type, weight_type, zero_fn, accumulate_fn, merge_fn, report_fn,
-        measure_fn)
+        value_type, weight_type, zero=lambda: zero_sums(layout),
+        accumulate=lambda acc, upload, weight: accumulate(
+            layout, acc, upload, weight, norm_bound),
+        measure=measure)

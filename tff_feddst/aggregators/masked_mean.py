@@ -28,6 +28,7 @@ The finalizer turns the sums into the masked weighted mean.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import tensorflow as tf
@@ -136,45 +137,51 @@ class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
     self._norm_bound = float(norm_bound)
 
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
-    layout = self._layout
+    layout, norm_bound = self._layout, self._norm_bound
 
-    @tff.tensorflow.computation
-    def zero_fn():
-      return zero_sums(layout)
-
-    acc_type = zero_fn.type_signature.result
-
-    @tff.tensorflow.computation(acc_type, (value_type, weight_type))
-    def accumulate_fn(acc, value):
-      payload, weight = value
-      return accumulate(layout, acc, payload, weight, self._norm_bound)
-
-    @tff.tensorflow.computation(acc_type, acc_type)
-    def merge_fn(a, b):
-      return merge(a, b)
-
-    @tff.tensorflow.computation(acc_type)
-    def report_fn(acc):
-      return acc
-
-    @tff.tensorflow.computation(acc_type)
-    def measure_fn(acc):
+    def measure(acc):
       senders = tf.reduce_max(tf.stack(
           [tf.reduce_max(c) for c in acc.vote_counts]))
       return dict(clients=acc.clients, dropped_clients=acc.dropped_clients,
                   max_mask_votes=senders)
 
-    return stateless_sum_process(value_type, weight_type, zero_fn,
-                                 accumulate_fn, merge_fn, report_fn,
-                                 measure_fn)
+    return stateless_sum_process(
+        value_type, weight_type, zero=lambda: zero_sums(layout),
+        accumulate=lambda acc, payload, weight: accumulate(
+            layout, acc, payload, weight, norm_bound),
+        measure=measure)
 
 
-def stateless_sum_process(value_type, weight_type, zero_fn, accumulate_fn,
-                          merge_fn, report_fn, measure_fn
+def stateless_sum_process(value_type, weight_type, *, zero: Callable,
+                          accumulate: Callable, measure: Callable
                           ) -> tff.templates.AggregationProcess:
-  """A stateless `AggregationProcess` of one `federated_aggregate` of the
-  (value, weight) pairs, its result measured by `measure_fn` (the masked
-  sums here, PruneFL's importance sums in `aggregators.importance`)."""
+  """A stateless `AggregationProcess`: one `federated_aggregate` of the
+  (value, weight) pairs into `zero()` by `accumulate(acc, value, weight)`,
+  merged by addition, and its sums measured by `measure(sums)` (all TF
+  functions; the masked sums here, PruneFL's importance sums in
+  `aggregators.importance`)."""
+
+  @tff.tensorflow.computation
+  def zero_fn():
+    return zero()
+
+  acc_type = zero_fn.type_signature.result
+
+  @tff.tensorflow.computation(acc_type, (value_type, weight_type))
+  def accumulate_fn(acc, value_and_weight):
+    return accumulate(acc, *value_and_weight)
+
+  @tff.tensorflow.computation(acc_type, acc_type)
+  def merge_fn(a, b):
+    return merge(a, b)
+
+  @tff.tensorflow.computation(acc_type)
+  def report_fn(acc):
+    return acc
+
+  @tff.tensorflow.computation(acc_type)
+  def measure_fn(acc):
+    return measure(acc)
 
   @tff.federated_computation()
   def init_fn():
