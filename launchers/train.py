@@ -371,45 +371,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   hp = resolve_hparams()  # TF-free: a missing --model default exits at once.
+  _import_tf_modules()
+  tf.get_logger().setLevel('WARNING')  # absl already logs TF's INFO lines.
   root_dir = FLAGS.root_dir or os.path.join(
       default_root_dir(), hp['dataset'], hp['algorithm'])
-  # pylint: disable-next=g-import-not-at-top
-  from tff_feddst.program import interrupts, run_lock  # TF-free.
-  # Ctrl-C and SIGTERM end the run with one line saying how to resume, and
-  # `program.train` lets them land only between its writes.
-  try:
-    with interrupts.signals_raise():
-      # Held before TensorFlow loads, so that a second run is refused at once.
-      with run_lock.hold_run_directory(root_dir):
-        result = _run(hp, root_dir)
-  except run_lock.RunDirectoryInUseError as e:  # Before the TF-loading names.
-    sys.exit(f'train.py: error: {e}')
-  except interrupts.Interrupted as e:
-    # TrainingInterrupted says which checkpoint resumes; before the rounds
-    # there is nothing to lose.
-    _exit_now(e.explain('run the same command'), e.exit_code)
-  final = result.metrics
-  summary = (f'test acc {final["test/accuracy"]:.4f}, client mean '
-             f'{final["test/client_mean_accuracy"]:.4f}, ' if
-             'test/accuracy' in final else '')
-  logging.info('Done: %d rounds, %sresults in %s', result.rounds_completed,
-               summary, root_dir)
-
-
-def _run(hp: dict, root_dir: str):
-  """Imports TensorFlow and trains; a user's mistake exits with one line."""
-  _import_tf_modules()
-  try:
-    return _train(hp, root_dir)
-  except (program.HparamsMismatchError, program.NoUsableCheckpointError,
-          runtime.WorkerUnavailableError, data_lib.DatasetNotFoundError,
-          data_lib.CorruptDatasetError) as e:
-    sys.exit(f'train.py: error: {e}')
-
-
-def _train(hp: dict, root_dir: str):
-  """Loads the data, builds the process and trains it (the directory held)."""
-  tf.get_logger().setLevel('WARNING')  # absl already logs TF's INFO lines.
   config = program.TrainConfig(
       root_dir=root_dir, rounds=hp['rounds'],
       clients_per_round=hp['clients_per_round'], batch_size=hp['batch_size'],
@@ -419,6 +384,32 @@ def _train(hp: dict, root_dir: str):
       upload_cap_mb=FLAGS.upload_cap_mb,
       dp_noise_multiplier=hp['dp_noise_multiplier'], dp_delta=hp['dp_delta'],
       client_density_budgets=hp['client_density_budgets'])
+  # Ctrl-C and SIGTERM end the run with one line saying how to resume, and
+  # `program.train` lets them land only between its writes.
+  try:
+    with program.signals_raise():
+      # Held from here, so that a second run is refused before loading data.
+      with program.hold_run_directory(root_dir):
+        result = _run(hp, config)
+  except program.TrainingInterrupted as e:
+    _exit_now(e.explain('run the same command'), e.exit_code)
+  except program.Interrupted as e:  # Outside the rounds: nothing to lose.
+    _exit_now(f'Interrupted ({e.signal_name}) — run the same command to '
+              'continue.', e.exit_code)
+  except (program.RunDirectoryInUseError, program.HparamsMismatchError,
+          program.NoUsableCheckpointError, runtime.WorkerUnavailableError,
+          data_lib.DatasetNotFoundError, data_lib.CorruptDatasetError) as e:
+    sys.exit(f'train.py: error: {e}')
+  final = result.metrics
+  summary = (f'test acc {final["test/accuracy"]:.4f}, client mean '
+             f'{final["test/client_mean_accuracy"]:.4f}, ' if
+             'test/accuracy' in final else '')
+  logging.info('Done: %d rounds, %sresults in %s', result.rounds_completed,
+               summary, root_dir)
+
+
+def _run(hp: dict, config: program.TrainConfig) -> program.TrainResult:
+  """Loads the data, builds the process and trains it (the directory held)."""
   program.check_hparams(config.root_dir, program.run_hparams(config, hp))
   federated = load_federated_data(hp)
   if hp['clients_per_round'] > len(federated.client_ids):

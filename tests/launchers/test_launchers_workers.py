@@ -1,4 +1,4 @@
-"""A worker that dies mid-run stops the launcher with its name; a restart resumes."""
+"""A worker that dies mid-run stops the launcher with its name, the run left resumable."""
 
 import csv
 import re
@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from launcher_helpers import REPO, TIMEOUT, TRAIN, child_env, run_script
+from launcher_helpers import REPO, TIMEOUT, TRAIN, child_env
 
 from tff_feddst import runtime
 
@@ -25,7 +25,7 @@ def _checkpoints(root):
                 if (m := re.fullmatch(r'program_state_(\d+)', p.name)))
 
 
-def test_dead_worker_is_named_and_restart_resumes(tmp_path):
+def test_dead_worker_is_named_and_the_run_left_resumable(tmp_path):
   root = tmp_path / 'run'
   worker = runtime.LocalWorker.start()
   proc = subprocess.Popen(
@@ -46,15 +46,13 @@ def test_dead_worker_is_named_and_restart_resumes(tmp_path):
   assert proc.returncode != 0
   assert worker.address in err and 'resume' in err, err[-3000:]
 
+  # Left resumable: the last checkpoint is complete and every round up to it
+  # released once (a restart replaces rows released after it:
+  # tests/program/test_program_train_loop.py, and the launcher's resume:
+  # launcher_runs in test_launchers_train.py).
   last = max(_checkpoints(root))
-  fresh = runtime.LocalWorker.start()
-  try:
-    resumed = run_script(TRAIN, *FLAGS, f'--rounds={last + 2}',
-                         f'--root_dir={root}', f'--workers={fresh.address}')
-  finally:
-    fresh.stop()
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f'after round {last}' in resumed.stderr
+  assert not [p for p in (root / 'checkpoints').iterdir() if 'temp' in p.name]
   with open(root / 'results' / 'metrics.csv') as f:
     rounds = [int(r['round']) for r in csv.DictReader(f)]
-  assert rounds == list(range(1, last + 3))
+  assert rounds in (list(range(1, last + 1)), list(range(1, last + 2)))
+  assert f'resume from the checkpoint of round {last}.' in err, err[-3000:]

@@ -46,10 +46,6 @@ class Interrupted(BaseException):
   def exit_code(self) -> int:
     return 128 + self.signum
 
-  def explain(self, how_to_restart: str) -> str:
-    """One line for the user (subclasses say where the work stopped)."""
-    return f'Interrupted ({self.signal_name}) — {how_to_restart} to continue.'
-
 
 class _State:
   """The main thread's: signal handlers run in it, and only it holds signals."""
