@@ -109,7 +109,7 @@ def test_ties_go_to_lower_index():
 
 
 def test_keep_top_k_lexicographic():
-  primary = np.array([1, 0, 1, 1, 0, 1], np.float32)
+  primary = np.array([1, 0, 1, 1, 0, 1], bool)
   secondary = np.array([0.5, 9.0, 0.0, 0.0, 9.0, 0.7], np.float32)
   tertiary = np.array([0, 0, 1, 3, 5, 0], np.float32)
   got = sparsity.keep_top_k_lexicographic([primary, secondary, tertiary], 3)
@@ -119,6 +119,42 @@ def test_keep_top_k_lexicographic():
   # k = 5: all four primaries, then 4 beats 1 on the tertiary key (5 > 0).
   got = sparsity.keep_top_k_lexicographic([primary, secondary, tertiary], 5)
   np.testing.assert_array_equal(got.numpy(), [1, 0, 1, 1, 1, 1])
+
+
+def _numpy_top_k_lexicographic(keys, k):
+  """np.lexsort model: keys most significant first, ties to the lower index."""
+  flat = [np.asarray(key, np.float64).ravel() for key in keys]
+  index = np.arange(flat[0].size)
+  order = np.lexsort([index] + [-key for key in reversed(flat)])
+  out = np.zeros(flat[0].size, np.float32)
+  out[order[:k]] = 1
+  return out.reshape(np.shape(keys[0]))
+
+
+@pytest.mark.parametrize('kinds', [
+    'bff',    # FedDST's rule: one packed word.
+    'bbff',   # Consensus regrowth's final rank: two words.
+    'bfff',   # Three floats: two words.
+    'fb',
+])
+def test_keep_top_k_lexicographic_matches_lexsort(kinds):
+  rng = np.random.default_rng(len(kinds))
+  shape = (7, 9)
+  for trial in range(5):
+    keys = []
+    for kind in kinds:
+      if kind == 'b':
+        keys.append(rng.random(shape) < 0.5)
+      else:  # Few distinct values, zeros and big ones: ties on every key.
+        keys.append(rng.choice(np.array([0.0, 1e-30, 0.25, 0.5, 3.0, 1e30],
+                                        np.float32), shape))
+    # k = the count of a bool first key: the no-sort path.
+    leaders = int(np.sum(keys[0] > 0))
+    for k in (0, 1, 20, 62, 63, leaders):
+      got = sparsity.keep_top_k_lexicographic(
+          [tf.constant(key) for key in keys], k).numpy()
+      np.testing.assert_array_equal(
+          got, _numpy_top_k_lexicographic(keys, k), err_msg=f'{trial} {k}')
 
 
 @pytest.mark.parametrize('r', [0, 1, 5, 10, 49, 50, 51, 120])

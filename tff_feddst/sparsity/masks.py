@@ -96,17 +96,59 @@ def readjust(weights, grads, mask, fraction) -> Readjustment:
   return Readjustment(new_mask, weights * kept, k)
 
 
+def _sort_word_bits(key) -> int:
+  """Bits a key takes in a packed sort word: 1 for bool, 31 for float32."""
+  if key.dtype == tf.bool:
+    return 1
+  if key.dtype == tf.float32:
+    return 31
+  raise TypeError(f'lexicographic keys must be bool or float32, got {key.dtype}')
+
+
+def _key_bits(key):
+  """The key as int64 whose order is the key's: a non-negative float32's
+  bit pattern grows with its value (negative values and -0.0 rank as 0; NaN
+  above +inf)."""
+  if key.dtype == tf.bool:
+    return tf.cast(key, tf.int64)
+  return tf.cast(tf.maximum(tf.bitcast(key, tf.int32), 0), tf.int64)
+
+
 def keep_top_k_lexicographic(keys, k):
   """0/1 mask keeping the k positions that rank highest by `keys`.
 
-  `keys` is a list of same-shaped tensors, most significant first; remaining
-  ties go to the lower flat index. Built from stable sorts, least significant
-  key first.
+  `keys` is a list of same-shaped bool or non-negative float32 tensors, most
+  significant first; remaining ties go to the lower flat index. Keys are
+  packed, least significant first, into as few int64 words as hold them (1
+  bit per bool, 31 per float), and each word is stable-sorted once: FedDST's
+  three keys take one sort of the kernel instead of three.
   """
+  if keys[0].dtype != tf.bool:
+    return _sorted_top_k(keys, k)
+  # Exactly k positions lead on the first key (the server's union when no
+  # client changed its mask): they are the answer, no sort needed.
+  leaders = tf.cast(keys[0], tf.float32)
+  return tf.cond(tf.equal(tf.reduce_sum(tf.cast(keys[0], tf.int32)),
+                          tf.cast(k, tf.int32)),
+                 lambda: leaders, lambda: _sorted_top_k(keys, k))
+
+
+def _sorted_top_k(keys, k):
+  """`keep_top_k_lexicographic` by stable sorts of packed key words."""
   flat = [tf.reshape(key, [-1]) for key in keys]
-  order = tf.range(tf.size(flat[0]))
+  words, word, used = [], None, 0
   for key in reversed(flat):
-    order = tf.gather(order, tf.argsort(tf.gather(key, order),
+    bits = _sort_word_bits(key)
+    if word is not None and used + bits > 63:
+      words.append(word)
+      word, used = None, 0
+    shifted = tf.bitwise.left_shift(_key_bits(key), tf.constant(used, tf.int64))
+    word = shifted if word is None else word + shifted
+    used += bits
+  words.append(word)
+  order = tf.range(tf.size(flat[0]))
+  for word in words:  # Least significant first.
+    order = tf.gather(order, tf.argsort(tf.gather(word, order),
                                         direction='DESCENDING', stable=True))
   return _scatter_ones(order[:k], tf.cast(keys[0], tf.float32))
 

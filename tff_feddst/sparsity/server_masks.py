@@ -67,8 +67,8 @@ def next_global_mask(prev_mask, mean, vote_weights, vote_counts, *,
     score = tf.math.divide_no_nan(mean * vote_weights + prev_kernel * others,
                                   total_weight)
     counts = counts + prev * (tf.cast(clients, tf.float32) - counts)
-  in_union = tf.cast(counts >= float(max(min_votes, 1)), tf.float32)
-  keys = [in_union, tf.abs(score), vote_weights]
+  in_union = counts >= float(max(min_votes, 1))
+  keys = [in_union, tf.abs(score), tf.cast(vote_weights, tf.float32)]
   if isinstance(regrowth_quota, int) and regrowth_quota == 0:
     # FedDST's rule: no reserved slots, no extra sorts of the whole kernel.
     return masks_lib.keep_top_k_lexicographic(keys, num_live)
@@ -77,6 +77,6 @@ def next_global_mask(prev_mask, mean, vote_weights, vote_counts, *,
                      tf.cast(tf.reduce_sum(candidates), tf.int32))
   quota = tf.minimum(quota, tf.cast(num_live, tf.int32))
   grown = masks_lib.keep_top_k_lexicographic(
-      [candidates, tf.cast(vote_counts, tf.float32), tf.abs(mean),
-       vote_weights], quota)
-  return masks_lib.keep_top_k_lexicographic([grown] + keys, num_live)
+      [candidates > 0, tf.cast(vote_counts, tf.float32), tf.abs(mean),
+       tf.cast(vote_weights, tf.float32)], quota)
+  return masks_lib.keep_top_k_lexicographic([grown > 0] + keys, num_live)
