@@ -72,8 +72,9 @@ def test_finalizer_state_holds_rounds_initial_mask_and_optimizer():
   plain = parts.finalizer.initialize.type_signature.result.member
   assert len(plain.optimizer) == 0
   assert plain.round_num.dtype == np.int64
-  assert [t.shape for t in plain.initial_masks] == [
-      tuple(s) for s in parts.layout.kernel_shapes]
+  # The round-0 masks, 8 weights per byte.
+  assert [(t.dtype, t.shape) for t in plain.initial_masks] == [
+      (np.uint8, (-(-n // 8),)) for n in parts.layout.kernel_sizes]
   with_momentum = build(server_optimizer_fn=tff.learning.optimizers.build_sgdm(
       1.0, momentum=0.9)).finalizer.initialize.type_signature.result.member
   assert 'accumulator' in str(with_momentum.optimizer)

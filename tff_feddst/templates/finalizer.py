@@ -11,7 +11,8 @@ optional server optimizer (FedAvgM) steps on the pseudo-gradient W - mean, as
 TFF's `build_apply_optimizer_finalizer` does, and is re-masked afterwards.
 
 The state counts rounds (they drive the quota and the sparsity schedule) and
-keeps the mask of round 0, against which the cumulative turnover is measured.
+keeps the mask of round 0 (bit-packed), against which the cumulative
+turnover is measured.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tensorflow_federated as tff
 
 from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.aggregators import masked_mean as masked_mean_lib
+from tff_feddst.sparse import codec
 from tff_feddst.sparse.layout import ModelLayout
 
 
@@ -235,6 +237,15 @@ def finalizer_process(init_tf, step, weights_type, update_type
   return tff.learning.templates.FinalizerProcess(init_fn, next_fn)
 
 
+def remember_initial_masks(layout: ModelLayout, packed_initial, masks, first):
+  """(new packed state, float masks) of the round-0 masks: `masks` (packed)
+  when `first`, else the state's."""
+  packed = [tf.where(first, codec.pack_bits(m), p)
+            for m, p in zip(masks, packed_initial)]
+  return packed, [codec.decode_mask(p, shape)
+                  for p, shape in zip(packed, layout.kernel_shapes)]
+
+
 def initial_state(layout: ModelLayout, server_optimizer, *,
                   mask_history: bool = True) -> collections.OrderedDict:
   """A finalizer's round-0 state (inside a TF computation): the round count
@@ -243,8 +254,10 @@ def initial_state(layout: ModelLayout, server_optimizer, *,
   state = collections.OrderedDict()
   if mask_history:
     state['round_num'] = tf.constant(0, tf.int64)
-    state['initial_masks'] = [tf.zeros(s, tf.float32)
-                              for s in layout.kernel_shapes]
+    # Packed 8 per byte: the state crosses to the worker and back every
+    # round, and float masks would add a model's worth of bytes each way.
+    state['initial_masks'] = [tf.zeros([-(-size // 8)], tf.uint8)
+                              for size in layout.kernel_sizes]
   state['optimizer'] = (() if server_optimizer is None else
                         server_optimizer.initialize(tuple(
                             tf.TensorSpec(s.shape, s.dtype)
@@ -286,14 +299,13 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
                                    old_trainable, old_non_trainable)
     kept_masks = [new_weights.non_trainable[i] for i in layout.mask_index]
     old_masks = [old_non_trainable[i] for i in layout.mask_index]
-    first = tf.equal(round_num, 0)
-    initial_masks = [tf.where(first, o, m)
-                     for o, m in zip(old_masks, state['initial_masks'])]
+    packed_initial, initial_masks = remember_initial_masks(
+        layout, state['initial_masks'], old_masks, tf.equal(round_num, 0))
     measurements = density_measurements(layout, kept_masks)
     measurements.update(mask_dynamics(old_masks, kept_masks, initial_masks,
                                       counts, sums))
     new_state = collections.OrderedDict(
-        round_num=round_num + 1, initial_masks=initial_masks,
+        round_num=round_num + 1, initial_masks=packed_initial,
         optimizer=optimizer_state)
     return new_state, new_weights, measurements
 

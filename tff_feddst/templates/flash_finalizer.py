@@ -160,14 +160,14 @@ def build_flash_finalizer(layout: ModelLayout, weights_type, sums_type, *,
         sums, candidate, non_trainable, old_trainable, old_non_trainable)
     kept_masks = [new_weights.non_trainable[i] for i in layout.mask_index]
     old_masks = [old_non_trainable[i] for i in layout.mask_index]
-    initial_masks = [tf.where(stage_one, k, m)
-                     for k, m in zip(kept_masks, state['initial_masks'])]
+    packed_initial, initial_masks = finalizer_lib.remember_initial_masks(
+        layout, state['initial_masks'], kept_masks, stage_one)
     measurements = finalizer_lib.density_measurements(layout, kept_masks)
     measurements.update(finalizer_lib.mask_dynamics(
         old_masks, kept_masks, initial_masks, counts, sums))
     measurements['stage_one'] = stage_one
     new_state = collections.OrderedDict(
-        round_num=round_num + 1, initial_masks=initial_masks,
+        round_num=round_num + 1, initial_masks=packed_initial,
         optimizer=optimizer_state)
     return new_state, new_weights, measurements
 

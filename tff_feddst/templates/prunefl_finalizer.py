@@ -126,9 +126,8 @@ def build_prunefl_finalizer(layout: ModelLayout, weights_type, sums_type, *,
     for i, m in zip(layout.mask_index, new_masks):
       non_trainable[i] = m
     new_weights = tff.learning.models.ModelWeights(trainable, non_trainable)
-    first = tf.equal(round_num, 0)
-    initial_masks = [tf.where(first, o, m)
-                     for o, m in zip(old_masks, state['initial_masks'])]
+    packed_initial, initial_masks = finalizer_lib.remember_initial_masks(
+        layout, state['initial_masks'], old_masks, tf.equal(round_num, 0))
     measurements = finalizer_lib.density_measurements(layout, new_masks)
     measurements.update(finalizer_lib.mask_dynamics(
         old_masks, new_masks, initial_masks, counts, sums.sums))
@@ -143,7 +142,7 @@ def build_prunefl_finalizer(layout: ModelLayout, weights_type, sums_type, *,
     measurements['modelled_round_seconds'] = rule.time_model.round_time(
         [tf.reduce_sum(tf.cast(m, tf.float64)) for m in new_masks], examples)
     new_state = collections.OrderedDict(
-        round_num=round_num + 1, initial_masks=initial_masks,
+        round_num=round_num + 1, initial_masks=packed_initial,
         optimizer=optimizer_state, dormant=dormant)
     return new_state, new_weights, measurements
 
