@@ -400,6 +400,32 @@ def test_checkpoint_with_the_old_counters_still_resumes(setup, reference_run,
   assert_same_weights(result, reference_run[1])
 
 
+def test_checkpoint_of_another_state_layout_is_one_clear_error(
+    setup, reference_run, tmp_path):
+  """A state whose arrays differ (e.g. float round-0 masks, as before they
+  were bit-packed) is refused on load, not deep in TFF's serializer."""
+  import asyncio  # pylint: disable=g-import-not-at-top
+  _, _, process = setup
+  shutil.copytree(reference_run[0], tmp_path / 'run')
+  root = tmp_path / 'run'
+  checkpoints = program.RunPaths.of(root).checkpoints
+  manager = tff.program.FileProgramStateManager(
+      str(checkpoints), prefix='program_state_')
+  state, counters = asyncio.run(manager.load(
+      2, (process.initialize(), train_loop._counters())))
+  arrays = [np.zeros([8, 8], np.float32) if np.asarray(a).dtype == np.uint8
+            else a for a in tf.nest.flatten(state)]
+  shutil.rmtree(checkpoints / 'program_state_2')
+  shutil.rmtree(checkpoints / 'program_state_3')
+  asyncio.run(manager.save(
+      (tf.nest.pack_sequence_as(state, arrays), counters), 2))
+  with pytest.raises(program.NoUsableCheckpointError,
+                     match=r'state array \d+ is float32\[8, 8\], this '
+                     r'process expects uint8\['):
+    run(setup, config(root))
+  assert checkpoint_dirs(root) == ['program_state_2']
+
+
 def test_privacy_metrics_only_for_a_dp_process():
   plain = train_loop.TrainConfig(root_dir='x', rounds=3, clients_per_round=4)
   assert train_loop.privacy_metrics(plain, 40, 3) == {}

@@ -374,19 +374,38 @@ def _restore(state_manager: tff.program.FileProgramStateManager, template,
 
 def _load(state_manager, version: int, template):
   """Checkpoint `version` as (state, counters), also in the legacy layout."""
+  state_template, _ = template
   try:
-    return asyncio.run(state_manager.load(version, template))
+    loaded = asyncio.run(state_manager.load(version, template))
   except Exception:  # pylint: disable=broad-except
-    state, _ = template
     try:
       state, counters = asyncio.run(state_manager.load(
-          version, (state, _legacy_counters())))
+          version, (state_template, _legacy_counters())))
     except Exception:  # pylint: disable=broad-except
       pass  # Report the failure of the current layout.
     else:
+      _check_same_arrays(state, state_template)
       return state, _counters(int(counters['round']),
                               float(counters['elapsed_seconds']))
     raise
+  _check_same_arrays(loaded[0], state_template)
+  return loaded
+
+
+def _check_same_arrays(state, template):
+  """Refuses a loaded state whose arrays differ in shape or dtype from the
+  process's (TFF's loader packs any arrays into the structure; another
+  version's state would fail later, deep in TFF's serializer)."""
+  got_arrays, want_arrays = tf.nest.flatten(state), tf.nest.flatten(template)
+  if len(got_arrays) != len(want_arrays):
+    raise ValueError(f'its state has {len(got_arrays)} arrays, this process '
+                     f'{len(want_arrays)}')
+  for i, (got, want) in enumerate(zip(got_arrays, want_arrays)):
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape or got.dtype != want.dtype:
+      raise ValueError(
+          f'its state array {i} is {got.dtype}{list(got.shape)}, this '
+          f'process expects {want.dtype}{list(want.shape)}')
 
 
 @dataclasses.dataclass
