@@ -136,6 +136,7 @@ def _numpy_top_k_lexicographic(keys, k):
     'bbff',   # Consensus regrowth's final rank: two words.
     'bfff',   # Three floats: two words.
     'fb',
+    'b',      # One bool key: ties to the lower index only.
 ])
 def test_keep_top_k_lexicographic_matches_lexsort(kinds):
   rng = np.random.default_rng(len(kinds))
@@ -148,9 +149,10 @@ def test_keep_top_k_lexicographic_matches_lexsort(kinds):
       else:  # Few distinct values, zeros and big ones: ties on every key.
         keys.append(rng.choice(np.array([0.0, 1e-30, 0.25, 0.5, 3.0, 1e30],
                                         np.float32), shape))
-    # k = the count of a bool first key: the no-sort path.
+    # With a bool first key: k below its count (only its True positions
+    # sorted), equal (no sort) and above (all sorted).
     leaders = int(np.sum(keys[0] > 0))
-    for k in (0, 1, 20, 62, 63, leaders):
+    for k in (0, 1, 20, 62, 63, leaders - 1, leaders, leaders + 1):
       got = sparsity.keep_top_k_lexicographic(
           [tf.constant(key) for key in keys], k).numpy()
       np.testing.assert_array_equal(

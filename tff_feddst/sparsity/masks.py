@@ -121,23 +121,36 @@ def keep_top_k_lexicographic(keys, k):
   significant first; remaining ties go to the lower flat index. Keys are
   packed, least significant first, into as few int64 words as hold them (1
   bit per bool, 31 per float), and each word is stable-sorted once: FedDST's
-  three keys take one sort of the kernel instead of three.
+  three keys take one sort instead of three. With a bool first key only its
+  True positions are sorted when there are at least k of them (the server's
+  union of client masks is barely larger than the live count), and none is
+  when there are exactly k (the union when no client changed its mask).
   """
-  if keys[0].dtype != tf.bool:
-    return _sorted_top_k(keys, k)
-  # Exactly k positions lead on the first key (the server's union when no
-  # client changed its mask): they are the answer, no sort needed.
-  leaders = tf.cast(keys[0], tf.float32)
-  return tf.cond(tf.equal(tf.reduce_sum(tf.cast(keys[0], tf.int32)),
-                          tf.cast(k, tf.int32)),
-                 lambda: leaders, lambda: _sorted_top_k(keys, k))
-
-
-def _sorted_top_k(keys, k):
-  """`keep_top_k_lexicographic` by stable sorts of packed key words."""
   flat = [tf.reshape(key, [-1]) for key in keys]
+  like = tf.cast(keys[0], tf.float32)
+  k = tf.cast(k, tf.int32)
+  if keys[0].dtype != tf.bool:
+    return _scatter_ones(_lexicographic_order(flat)[:k], like)
+
+  def among_leaders():
+    leaders = tf.cast(tf.where(flat[0])[:, 0], tf.int32)
+    rest = [tf.gather(key, leaders) for key in flat[1:]]
+    order = (_lexicographic_order(rest) if rest else
+             tf.range(tf.size(leaders)))
+    return _scatter_ones(tf.gather(leaders, order[:k]), like)
+
+  count = tf.reduce_sum(tf.cast(flat[0], tf.int32))
+  return tf.case([(tf.equal(count, k), lambda: like),
+                  (count > k, among_leaders)],
+                 default=lambda: _scatter_ones(
+                     _lexicographic_order(flat)[:k], like), exclusive=False)
+
+
+def _lexicographic_order(flat_keys):
+  """Flat indices by `flat_keys` (most significant first) descending, ties
+  to the lower index: stable sorts of packed key words."""
   words, word, used = [], None, 0
-  for key in reversed(flat):
+  for key in reversed(flat_keys):
     bits = _sort_word_bits(key)
     if word is not None and used + bits > 63:
       words.append(word)
@@ -146,11 +159,11 @@ def _sorted_top_k(keys, k):
     word = shifted if word is None else word + shifted
     used += bits
   words.append(word)
-  order = tf.range(tf.size(flat[0]))
+  order = tf.range(tf.size(flat_keys[0]))
   for word in words:  # Least significant first.
     order = tf.gather(order, tf.argsort(tf.gather(word, order),
                                         direction='DESCENDING', stable=True))
-  return _scatter_ones(order[:k], tf.cast(keys[0], tf.float32))
+  return order
 
 
 def hamming_distance(mask_a, mask_b):
