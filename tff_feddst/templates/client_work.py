@@ -586,8 +586,7 @@ def build_masked_client_work(
 
   with tf.Graph().as_default():
     _, model = models_fn()
-    metrics_aggregation_fn = tff.learning.metrics.sum_then_finalize(
-        model.metric_finalizers())
+    metric_finalizers = model.metric_finalizers()
 
   @tff.tensorflow.computation(payload_type, data_type, np.float32, np.bool_)
   def client_update_comp(payload, data, fraction, readjust):
@@ -631,10 +630,20 @@ def build_masked_client_work(
         readjustment.rounds_between, readjustment.schedule)
     return tf.cast(fraction, tf.float32), readjust
 
+  metrics_type = client_update_comp.type_signature.result[1]
   stats_type = client_update_comp.type_signature.result[2]
 
-  @tff.tensorflow.computation(state_type, stats_type, np.float32, np.bool_)
-  def advance(state, stats, fraction, readjust):
+  @tff.tensorflow.computation(state_type, (metrics_type, stats_type),
+                              np.float32, np.bool_)
+  def advance(state, sums, fraction, readjust):
+    """The next state and the round's measurements: the summed metrics
+    finalized (as `tff.learning.metrics.sum_then_finalize`) and the summed
+    statistics. One server computation after one sum of both, for a lean
+    round."""
+    metric_sums, stats = sums
+    train = collections.OrderedDict(
+        (name, finalizer(metric_sums[name]))
+        for name, finalizer in metric_finalizers.items())
     new_state = collections.OrderedDict(
         round_num=state['round_num'] + 1,
         cumulative_uplink_bytes=state['cumulative_uplink_bytes'] +
@@ -668,7 +677,7 @@ def build_masked_client_work(
       measurements['downlink_density'] = tf.cast(
           stats['received_live_weights'], tf.float64) / (
               clients * float(sum(layout.kernel_sizes)))
-    return new_state, measurements
+    return new_state, collections.OrderedDict(train=train, round=measurements)
 
   @tff.federated_computation(
       init_fn.type_signature.result,
@@ -680,11 +689,9 @@ def build_masked_client_work(
         client_update_comp,
         (payload, data, tff.federated_broadcast(fraction),
          tff.federated_broadcast(readjust)))
-    train_metrics = metrics_aggregation_fn(model_outputs)
-    new_state, round_stats = tff.federated_map(
-        advance, (state, tff.federated_sum(stats), fraction, readjust))
-    measurements = tff.federated_zip(collections.OrderedDict(
-        train=train_metrics, round=round_stats))
+    new_state, measurements = tff.federated_map(
+        advance, (state, tff.federated_sum((model_outputs, stats)), fraction,
+                  readjust))
     return tff.templates.MeasuredProcessOutput(new_state, result, measurements)
 
   return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)

@@ -237,13 +237,19 @@ def finalizer_process(init_tf, step, weights_type, update_type
   return tff.learning.templates.FinalizerProcess(init_fn, next_fn)
 
 
-def remember_initial_masks(layout: ModelLayout, packed_initial, masks, first):
-  """(new packed state, float masks) of the round-0 masks: `masks` (packed)
-  when `first`, else the state's."""
-  packed = [tf.where(first, codec.pack_bits(m), p)
-            for m, p in zip(masks, packed_initial)]
-  return packed, [codec.decode_mask(p, shape)
-                  for p, shape in zip(packed, layout.kernel_shapes)]
+def mask_measurements(layout: ModelLayout, packed_initial, old_masks,
+                      new_masks, counts, sums, *, first, round0_masks=None):
+  """Every mask finalizer's tail: (the state's new packed round-0 masks, the
+  density and mask-dynamics measurements). The round-0 masks are
+  `round0_masks` (default `old_masks`) when `first`, else the state's."""
+  packed = [tf.where(first, codec.pack_bits(m), p) for m, p in zip(
+      old_masks if round0_masks is None else round0_masks, packed_initial)]
+  initial_masks = [codec.decode_mask(p, shape)
+                   for p, shape in zip(packed, layout.kernel_shapes)]
+  measurements = density_measurements(layout, new_masks)
+  measurements.update(mask_dynamics(old_masks, new_masks, initial_masks,
+                                    counts, sums))
+  return packed, measurements
 
 
 def initial_state(layout: ModelLayout, server_optimizer, *,
@@ -299,11 +305,9 @@ def build_mask_finalizer(layout: ModelLayout, weights_type, sums_type, *,
                                    old_trainable, old_non_trainable)
     kept_masks = [new_weights.non_trainable[i] for i in layout.mask_index]
     old_masks = [old_non_trainable[i] for i in layout.mask_index]
-    packed_initial, initial_masks = remember_initial_masks(
-        layout, state['initial_masks'], old_masks, tf.equal(round_num, 0))
-    measurements = density_measurements(layout, kept_masks)
-    measurements.update(mask_dynamics(old_masks, kept_masks, initial_masks,
-                                      counts, sums))
+    packed_initial, measurements = mask_measurements(
+        layout, state['initial_masks'], old_masks, kept_masks, counts, sums,
+        first=tf.equal(round_num, 0))
     new_state = collections.OrderedDict(
         round_num=round_num + 1, initial_masks=packed_initial,
         optimizer=optimizer_state)

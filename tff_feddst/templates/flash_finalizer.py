@@ -160,11 +160,9 @@ def build_flash_finalizer(layout: ModelLayout, weights_type, sums_type, *,
         sums, candidate, non_trainable, old_trainable, old_non_trainable)
     kept_masks = [new_weights.non_trainable[i] for i in layout.mask_index]
     old_masks = [old_non_trainable[i] for i in layout.mask_index]
-    packed_initial, initial_masks = finalizer_lib.remember_initial_masks(
-        layout, state['initial_masks'], kept_masks, stage_one)
-    measurements = finalizer_lib.density_measurements(layout, kept_masks)
-    measurements.update(finalizer_lib.mask_dynamics(
-        old_masks, kept_masks, initial_masks, counts, sums))
+    packed_initial, measurements = finalizer_lib.mask_measurements(
+        layout, state['initial_masks'], old_masks, kept_masks, counts, sums,
+        first=stage_one, round0_masks=kept_masks)
     measurements['stage_one'] = stage_one
     new_state = collections.OrderedDict(
         round_num=round_num + 1, initial_masks=packed_initial,

@@ -126,11 +126,9 @@ def build_prunefl_finalizer(layout: ModelLayout, weights_type, sums_type, *,
     for i, m in zip(layout.mask_index, new_masks):
       non_trainable[i] = m
     new_weights = tff.learning.models.ModelWeights(trainable, non_trainable)
-    packed_initial, initial_masks = finalizer_lib.remember_initial_masks(
-        layout, state['initial_masks'], old_masks, tf.equal(round_num, 0))
-    measurements = finalizer_lib.density_measurements(layout, new_masks)
-    measurements.update(finalizer_lib.mask_dynamics(
-        old_masks, new_masks, initial_masks, counts, sums.sums))
+    packed_initial, measurements = finalizer_lib.mask_measurements(
+        layout, state['initial_masks'], old_masks, new_masks, counts,
+        sums.sums, first=tf.equal(round_num, 0))
     clients = tf.cast(sums.sums.clients - sums.sums.dropped_clients,
                       tf.float64)
     examples = tf.cast(sums.sums.total_weight, tf.float64) / tf.maximum(
