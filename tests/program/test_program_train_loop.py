@@ -372,11 +372,10 @@ def test_no_loadable_checkpoint_is_one_clear_error(setup, tmp_path):
   assert [r['round'] for r in read_csv(tmp_path)] == ['1', '2']
 
 
-def test_checkpoint_with_the_old_counters_still_resumes(setup, reference_run,
-                                                       tmp_path):
-  """Checkpoints written before the uplink copy left the counters load."""
+def _rewrite_checkpoint_2(setup, reference_run, tmp_path, rewrite):
+  """A copy of the reference run whose only checkpoint is round 2's, saved
+  again as `rewrite(state, counters)` returns it; returns the copy's root."""
   import asyncio  # pylint: disable=g-import-not-at-top
-  import collections  # pylint: disable=g-import-not-at-top
   _, _, process = setup
   shutil.copytree(reference_run[0], tmp_path / 'run')
   root = tmp_path / 'run'
@@ -385,14 +384,24 @@ def test_checkpoint_with_the_old_counters_still_resumes(setup, reference_run,
       str(checkpoints), prefix='program_state_')
   state, counters = asyncio.run(manager.load(
       2, (process.initialize(), train_loop._counters())))
-  assert list(counters) == ['round', 'elapsed_seconds']
   shutil.rmtree(checkpoints / 'program_state_2')
   shutil.rmtree(checkpoints / 'program_state_3')
-  legacy = collections.OrderedDict(
-      round=np.int64(2), cumulative_uplink_bytes=np.int64(1),
-      elapsed_seconds=counters['elapsed_seconds'])
-  asyncio.run(manager.save((state, legacy), 2))
+  asyncio.run(manager.save(rewrite(state, counters), 2))
+  return root
 
+
+def test_checkpoint_with_the_old_counters_still_resumes(setup, reference_run,
+                                                       tmp_path):
+  """Checkpoints written before the uplink copy left the counters load."""
+  import collections  # pylint: disable=g-import-not-at-top
+
+  def legacy(state, counters):
+    assert list(counters) == ['round', 'elapsed_seconds']
+    return state, collections.OrderedDict(
+        round=np.int64(2), cumulative_uplink_bytes=np.int64(1),
+        elapsed_seconds=counters['elapsed_seconds'])
+
+  root = _rewrite_checkpoint_2(setup, reference_run, tmp_path, legacy)
   result = run(setup, config(root))
   assert result.rounds_completed == 3
   assert without_wall_clock(read_csv(root)) == without_wall_clock(
@@ -404,21 +413,14 @@ def test_checkpoint_of_another_state_layout_is_one_clear_error(
     setup, reference_run, tmp_path):
   """A state whose arrays differ (e.g. float round-0 masks, as before they
   were bit-packed) is refused on load, not deep in TFF's serializer."""
-  import asyncio  # pylint: disable=g-import-not-at-top
-  _, _, process = setup
-  shutil.copytree(reference_run[0], tmp_path / 'run')
-  root = tmp_path / 'run'
-  checkpoints = program.RunPaths.of(root).checkpoints
-  manager = tff.program.FileProgramStateManager(
-      str(checkpoints), prefix='program_state_')
-  state, counters = asyncio.run(manager.load(
-      2, (process.initialize(), train_loop._counters())))
-  arrays = [np.zeros([8, 8], np.float32) if np.asarray(a).dtype == np.uint8
-            else a for a in tf.nest.flatten(state)]
-  shutil.rmtree(checkpoints / 'program_state_2')
-  shutil.rmtree(checkpoints / 'program_state_3')
-  asyncio.run(manager.save(
-      (tf.nest.pack_sequence_as(state, arrays), counters), 2))
+
+  def float_round0_masks(state, counters):
+    arrays = [np.zeros([8, 8], np.float32) if np.asarray(a).dtype == np.uint8
+              else a for a in tf.nest.flatten(state)]
+    return tf.nest.pack_sequence_as(state, arrays), counters
+
+  root = _rewrite_checkpoint_2(setup, reference_run, tmp_path,
+                               float_round0_masks)
   with pytest.raises(program.NoUsableCheckpointError,
                      match=r'state array \d+ is float32\[8, 8\], this '
                      r'process expects uint8\['):
