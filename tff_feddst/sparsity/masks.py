@@ -129,8 +129,12 @@ def keep_top_k_lexicographic(keys, k):
   flat = [tf.reshape(key, [-1]) for key in keys]
   like = tf.cast(keys[0], tf.float32)
   k = tf.cast(k, tf.int32)
-  if keys[0].dtype != tf.bool:
+
+  def all_sorted():
     return _scatter_ones(_lexicographic_order(flat)[:k], like)
+
+  if keys[0].dtype != tf.bool:
+    return all_sorted()
 
   def among_leaders():
     leaders = tf.cast(tf.where(flat[0])[:, 0], tf.int32)
@@ -142,8 +146,7 @@ def keep_top_k_lexicographic(keys, k):
   count = tf.reduce_sum(tf.cast(flat[0], tf.int32))
   return tf.case([(tf.equal(count, k), lambda: like),
                   (count > k, among_leaders)],
-                 default=lambda: _scatter_ones(
-                     _lexicographic_order(flat)[:k], like), exclusive=False)
+                 default=all_sorted, exclusive=False)
 
 
 def _lexicographic_order(flat_keys):

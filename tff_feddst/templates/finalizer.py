@@ -242,7 +242,8 @@ def mask_measurements(layout: ModelLayout, packed_initial, old_masks,
   """Every mask finalizer's tail: (the state's new packed round-0 masks, the
   density and mask-dynamics measurements). The round-0 masks are
   `round0_masks` (default `old_masks`) when `first`, else the state's."""
-  packed = [tf.where(first, codec.pack_bits(m), p) for m, p in zip(
+  packed = [tf.cond(first, lambda m=m: codec.pack_bits(m),
+                    lambda p=p: tf.identity(p)) for m, p in zip(
       old_masks if round0_masks is None else round0_masks, packed_initial)]
   initial_masks = [codec.decode_mask(p, shape)
                    for p, shape in zip(packed, layout.kernel_shapes)]
