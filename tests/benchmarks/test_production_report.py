@@ -64,13 +64,14 @@ def test_report_tables_and_kept_notes(tmp_path):
   for r in calibration:
     r['aggregator/dp/dp_query_metrics/clip'] = float(r['round'])
   fake_runs.write_run(root / 'dp' / 'calibrate', {}, calibration)
-  private = rows(lambda r: 0.5 + (0.1 if r > 100 else 0.0), 150)
+  # 100 rounds; the last third is rounds 67-100 (evaluated 70, 75, ..., 100).
+  private = rows(lambda r: 0.5 + (0.1 if r > 66 else 0.0), 100)
   for r in private:
     r['privacy/epsilon'], r['privacy/delta'] = r['round'] / 100, 0.0025
   fake_runs.write_run(root / 'dp' / 'fedavg_z0.5', {}, private)
   text = report(root, docs)
   assert 'Fixed clip C = 16 ' in text
-  assert '| fedavg_z0.5 | 150 | 1.500 | 0.003 | 0.600 | 0.600 | 300.000 |' in text
+  assert '| fedavg_z0.5 | 100 | 1.000 | 0.003 | 0.600 | 0.600 | 200.000 |' in text
   assert '--dp_clip_norm=16.0' in text
   assert json.loads((root / 'dp' / 'clip_norm.json').read_text())[
       'clip_norm'] == 16.0
