@@ -14,6 +14,11 @@ forms, because `zero` cannot read the server's global mask:
   fixed-length vectors in global-mask order, scattered by the finalizer, which
   knows the global mask.
 
+The dense forms are sized lazily: they stay empty (float32[0], typed
+float32[None]) until a client that sent a mask is added. Most rounds no
+client readjusts, and then the sums that move between TFF's computations are
+the live-count vectors alone, not three kernel-sized arrays per kernel.
+
 Unmasked params get a plain weighted sum. A client whose payload holds a NaN
 or Inf, or whose weights' L2 norm exceeds `norm_bound`, is left out of every
 sum and counted in `dropped_clients`.
@@ -43,8 +48,9 @@ class MaskedSums(NamedTuple):
   """The accumulator: per-kernel lists of sums, then dense sums and totals.
 
   Kernel sums, vote weights and vote counts are dense (kernel size) for the
-  clients that sent masks; fixed sums are in global-mask order (padded to the
-  largest live count the layout allows) for those that sent none.
+  clients that sent masks, or empty while none has (`at_size` reads them);
+  fixed sums are in global-mask order (padded to the largest live count the
+  layout allows) for those that sent none.
   """
   kernel_sums: list[Any]
   vote_weights: list[Any]
@@ -58,12 +64,23 @@ class MaskedSums(NamedTuple):
   dropped_clients: Any
 
 
+def _empty_sum() -> tf.Tensor:
+  """float32[0] typed float32[None], so that a sum can grow to kernel size."""
+  return tf.compat.v1.placeholder_with_default(tf.zeros([0], tf.float32),
+                                               [None])
+
+
+def at_size(lazy_sum, size) -> tf.Tensor:
+  """A lazily sized sum (empty or `size` long) as `size` values."""
+  return tf.pad(lazy_sum, [[0, size - tf.size(lazy_sum)]])
+
+
 def zero_sums(layout: ModelLayout) -> MaskedSums:
   sizes, live = layout.kernel_sizes, layout.live_counts
   return MaskedSums(
-      kernel_sums=[tf.zeros([n], tf.float32) for n in sizes],
-      vote_weights=[tf.zeros([n], tf.float32) for n in sizes],
-      vote_counts=[tf.zeros([n], tf.float32) for n in sizes],
+      kernel_sums=[_empty_sum() for _ in sizes],
+      vote_weights=[_empty_sum() for _ in sizes],
+      vote_counts=[_empty_sum() for _ in sizes],
       fixed_sums=[tf.zeros([n], tf.float32) for n in live],
       fixed_weights=[tf.zeros([], tf.float32) for _ in sizes],
       fixed_counts=[tf.zeros([], tf.float32) for _ in sizes],
@@ -100,6 +117,7 @@ def accumulate(layout: ModelLayout, acc: MaskedSums, payload: SparsePayload,
 
     def with_mask(values=values, packed=packed, current=current, size=size):
       ks, vw, vc, fs, fw, fc = current
+      ks, vw, vc = (at_size(x, size) for x in (ks, vw, vc))
       mask = tf.cast(codec.unpack_bits(packed, size), tf.float32)
       dense = codec.scatter_values(values, mask)
       return (ks + weight * dense, vw + weight * mask, vc + take * mask,
@@ -126,7 +144,14 @@ def accumulate(layout: ModelLayout, acc: MaskedSums, payload: SparsePayload,
 
 
 def merge(a, b):
-  return tf.nest.map_structure(tf.add, a, b)
+  return tf.nest.map_structure(_add, a, b)
+
+
+def _add(a, b):
+  if a.shape.is_fully_defined() and a.shape == b.shape:
+    return a + b
+  size = tf.maximum(tf.size(a), tf.size(b))  # Lazily sized sums.
+  return at_size(a, size) + at_size(b, size)
 
 
 class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
@@ -141,7 +166,7 @@ class MaskedSumFactory(tff.aggregators.WeightedAggregationFactory):
 
     def measure(acc):
       senders = tf.reduce_max(tf.stack(
-          [tf.reduce_max(c) for c in acc.vote_counts]))
+          [tf.reduce_max(tf.concat([[0.0], c], 0)) for c in acc.vote_counts]))
       return dict(clients=acc.clients, dropped_clients=acc.dropped_clients,
                   max_mask_votes=senders)
 
@@ -221,10 +246,11 @@ def masked_mean(layout: ModelLayout, sums: MaskedSums, global_masks, *,
   for i, g in enumerate(global_masks):
     g_flat = tf.reshape(tf.cast(g, tf.float32), [-1])
     live = tf.cast(tf.reduce_sum(g_flat), tf.int32)
-    total = sums.kernel_sums[i] + codec.scatter_values(
+    size = tf.size(g_flat)
+    total = at_size(sums.kernel_sums[i], size) + codec.scatter_values(
         sums.fixed_sums[i][:live], g_flat)
-    w = sums.vote_weights[i] + g_flat * sums.fixed_weights[i]
-    c = sums.vote_counts[i] + g_flat * sums.fixed_counts[i]
+    w = at_size(sums.vote_weights[i], size) + g_flat * sums.fixed_weights[i]
+    c = at_size(sums.vote_counts[i], size) + g_flat * sums.fixed_counts[i]
     denominator = w if mean_over == 'holders' else sums.total_weight
     means.append(tf.reshape(tf.math.divide_no_nan(total, denominator),
                             tf.shape(g)))
