@@ -19,6 +19,7 @@ from tff_feddst.algorithms import sparsyfed
 from tff_feddst.models import powerprop
 from tff_feddst.sparse import codec
 from tff_feddst.sparsity import global_magnitude
+from tff_feddst.templates import packed_state
 from test_feddst_execution import DATA, common, loss_fn, model_fn
 
 BETA = 1.25
@@ -366,7 +367,7 @@ def test_rounds_against_numpy_fedavg_with_the_union_mask(parts, process):
   state = process.initialize()
   prev_masks, prev_density = None, 1.0
   for round_num in range(3):
-    weights = state.global_model_weights  # v.
+    weights = packed_state.unpacked_model_weights(state, layout)  # v.
     clients = uploads(parts, weights, data)
     out = process.next(state, data)
     state = out.state
@@ -378,7 +379,7 @@ def test_rounds_against_numpy_fedavg_with_the_union_mask(parts, process):
     # The server model: plain weighted mean (zeros counted), union mask.
     total = sum(c[3] for c in clients)
     new_kernels, new_masks, new_dense = split_numpy(
-        layout, state.global_model_weights)
+        layout, packed_state.unpacked_model_weights(state, layout))
     for j in range(layout.num_kernels):
       mean = sum(c[3] * c[0][j] for c in clients) / total
       union = np.any([c[1][j] for c in clients], axis=0)
@@ -403,7 +404,7 @@ def test_rounds_against_numpy_fedavg_with_the_union_mask(parts, process):
 def test_effective_weights_make_an_ordinary_exportable_model(
     parts, process, tmp_path):
   state = process.next(process.initialize(), DATA[:3]).state
-  v = state.global_model_weights
+  v = packed_state.unpacked_model_weights(state, parts.layout)
   weights = process.get_model_weights(state)
   for i in parts.layout.kernel_index:
     np.testing.assert_allclose(weights.trainable[i],

@@ -97,7 +97,7 @@ def reference_run(setup, tmp_path_factory):
   return root, result
 
 
-def test_run_releases_one_row_per_round(reference_run):
+def test_run_releases_one_row_per_round(setup, reference_run):
   root, result = reference_run
   rows = read_csv(root)
   assert [r['round'] for r in rows] == ['1', '2', '3']
@@ -115,8 +115,9 @@ def test_run_releases_one_row_per_round(reference_run):
   assert program.read_hparams(root)['sparsity'] == 0.8
   weights, round_num = program.load_model_weights(root)
   assert round_num == 3
-  expected = setup_weights(result)
-  for a, b in zip(weights.trainable + weights.non_trainable, expected):
+  expected = setup[2].get_model_weights(result.state)  # Masks unpacked.
+  for a, b in zip(weights.trainable + weights.non_trainable,
+                  list(expected.trainable) + list(expected.non_trainable)):
     np.testing.assert_array_equal(a, b)
   versions = sorted(p.name for p in program.RunPaths.of(root).checkpoints
                     .iterdir())

@@ -4,7 +4,8 @@ Bibikar, Vikalo, Wang, Chen. "Federated Dynamic Sparse Training: Computing
 Less, Communicating Less, Yet Learning Better." AAAI 2022.
 
 One builder composes a sparse distributor, the masked client work, the masked
-sum aggregator and the mask finalizer with `compose_learning_process`.
+sum aggregator and the mask finalizer with `compose_learning_process`; the
+state keeps the masks bit-packed (`templates.packed_state`).
 FedAvg (S=0), FedAvgM (S=0 + server momentum), FedProx (μ>0), RandomMask
 (S>0, α=0) and FedDST+FedProx are the same builder with other arguments.
 
@@ -41,6 +42,7 @@ from tff_feddst.privacy import finalizer as dp_finalizer_lib
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import finalizer as finalizer_lib
+from tff_feddst.templates import packed_state
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import budgets as budgets_lib
 
@@ -359,9 +361,7 @@ def build_weighted_feddst(
     loop_implementation: the local training loop (`tff.learning`).
   """
   parts = _build_components(dict(locals()))
-  return tff.learning.templates.compose_learning_process(
-      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
-      parts.aggregator, parts.finalizer)
+  return packed_state.compose(parts)
 
 
 def build_feddst_components(model_fn: Callable[[], tf.keras.Model], **kwargs

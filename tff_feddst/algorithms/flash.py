@@ -82,6 +82,7 @@ from tff_feddst.sparsity import flash as flash_lib
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import flash_finalizer
+from tff_feddst.templates import packed_state
 
 VARIANTS = ('spdst', 'jmwst')
 DEFAULT_PRUNE_RATE = 0.25
@@ -149,9 +150,7 @@ def build_weighted_flash(
     loop_implementation: the local training loop (`tff.learning`).
   """
   parts = build_flash_components(**dict(locals()))
-  return tff.learning.templates.compose_learning_process(
-      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
-      parts.aggregator, parts.finalizer)
+  return packed_state.compose(parts)
 
 
 def build_flash_components(

@@ -85,6 +85,7 @@ from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import prunefl
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
+from tff_feddst.templates import packed_state
 from tff_feddst.templates import prunefl_finalizer
 
 DEFAULT_BANDWIDTH_MBPS = 1.0
@@ -156,9 +157,7 @@ def build_weighted_prunefl(
     loop_implementation: the local training loop (`tff.learning`).
   """
   parts = build_prunefl_components(**dict(locals()))
-  return tff.learning.templates.compose_learning_process(
-      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
-      parts.aggregator, parts.finalizer)
+  return packed_state.compose(parts)
 
 
 def _check_args(a) -> None:

@@ -73,6 +73,7 @@ from tff_feddst.sparsity import global_magnitude
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import finalizer as finalizer_lib
+from tff_feddst.templates import packed_state
 
 DEFAULT_BETA = 1.25
 
@@ -146,8 +147,9 @@ def compose_sparsyfed(parts: feddst.FedDSTComponents, beta: float
   process = tff.learning.templates.compose_learning_process(
       parts.initial_model_weights_fn, parts.distributor, parts.client_work,
       parts.aggregator, parts.finalizer)
-  return _with_effective_weights(process, parts.layout,
-                                 powerprop.check_beta(beta))
+  return packed_state.with_packed_masks(
+      _with_effective_weights(process, parts.layout,
+                              powerprop.check_beta(beta)), parts.layout)
 
 
 def build_sparsyfed_components(
