@@ -84,27 +84,22 @@ def with_packed_masks(process: tff.learning.templates.LearningProcess,
     return tff.learning.templates.LearningProcessOutput(
         tff.federated_map(pack, output.state), output.metrics)
 
-  @tff.tensorflow.computation(state_type)
-  def get_model_weights(state):
-    return process.get_model_weights(unpack_state(state, layout))
+  def through(inner_get, inner_set):
+    """A getter and a setter on the packed state around the inner ones."""
+    @tff.tensorflow.computation(state_type)
+    def get(state):
+      return inner_get(unpack_state(state, layout))
 
-  weights_type = process.set_model_weights.type_signature.parameter[1]
+    @tff.tensorflow.computation(state_type,
+                                inner_set.type_signature.parameter[1])
+    def set_(state, value):
+      return pack_state(inner_set(unpack_state(state, layout), value), layout)
 
-  @tff.tensorflow.computation(state_type, weights_type)
-  def set_model_weights(state, weights):
-    return pack_state(process.set_model_weights(unpack_state(state, layout),
-                                                weights), layout)
+    return get, set_
 
-  @tff.tensorflow.computation(state_type)
-  def get_hparams(state):
-    return process.get_hparams(unpack_state(state, layout))
-
-  hparams_type = process.set_hparams.type_signature.parameter[1]
-
-  @tff.tensorflow.computation(state_type, hparams_type)
-  def set_hparams(state, hparams):
-    return pack_state(process.set_hparams(unpack_state(state, layout),
-                                          hparams), layout)
+  get_model_weights, set_model_weights = through(process.get_model_weights,
+                                                 process.set_model_weights)
+  get_hparams, set_hparams = through(process.get_hparams, process.set_hparams)
 
   return tff.learning.templates.LearningProcess(
       init_fn, next_fn, get_model_weights, set_model_weights,
