@@ -57,7 +57,7 @@ def accumulate(layout: ModelLayout, acc: ImportanceSums, upload, weight,
 
   def scaled(t, n):
     t = tf.where(take, tf.cast(t, tf.float32), 0.0)
-    return tf.reshape(tf.pad(t, [[0, n - tf.size(t)]]), [n]) * w
+    return tf.reshape(masked_mean.at_size(t, n), [n]) * w
 
   return ImportanceSums(
       sums=masked_mean.accumulate(layout, acc.sums, upload.payload, weight,

@@ -71,7 +71,8 @@ def _empty_sum() -> tf.Tensor:
 
 
 def at_size(lazy_sum, size) -> tf.Tensor:
-  """A lazily sized sum (empty or `size` long) as `size` values."""
+  """A vector of at most `size` values (e.g. a lazily sized sum, empty or
+  full) zero-padded to `size`."""
   return tf.pad(lazy_sum, [[0, size - tf.size(lazy_sum)]])
 
 
@@ -127,7 +128,7 @@ def accumulate(layout: ModelLayout, acc: MaskedSums, payload: SparsePayload,
       ks, vw, vc, fs, fw, fc = current
       # A global mask sparser than the layout's largest (final_sparsity):
       # the values fill the first entries.
-      values = tf.pad(values, [[0, n - tf.size(values)]])
+      values = at_size(values, n)
       values = tf.ensure_shape(tf.reshape(values, [n]), [n])
       return ks, vw, vc, fs + weight * values, fw + weight, fc + take
 
