@@ -22,7 +22,9 @@ checkpoints; a complete run is skipped (the launcher returns at once).
   run here); 100 rounds of ~13 s keep the six runs near 2 h on this VM. The
   fixed clip C is calibrated first: a noiseless run with adaptive clipping at
   the median (quantile 0.5) for 20 rounds; C = the median of its clip over
-  rounds 11–20 (written to dp/clip_norm.json).
+  rounds 11–20 (written to dp/clip_norm.json). Two runs without DP (no clip,
+  no noise), sparse and dense, separate what the clip costs from what the
+  sparse mask costs at these settings.
 """
 
 from __future__ import annotations
@@ -152,6 +154,14 @@ def dp_commands(clip) -> dict[str, list[str]]:
           for z in DP_NOISE for name, args in DP_ALGORITHMS.items()}
 
 
+def no_dp_commands() -> dict[str, list[str]]:
+  """The same runs without DP: no clip, no noise (the reference)."""
+  return {f'{name}_nodp': _train(
+      *DP_COMMON, *args, f'--rounds={DP_ROUNDS}', *_data_args(),
+      f'--root_dir={_dir("dp", f"{name}_nodp")}')
+          for name, args in DP_ALGORITHMS.items()}
+
+
 def _pretrained_path() -> str:
   return _dir('warm_start', 'pretrained.keras')
 
@@ -262,7 +272,7 @@ def _warm_start_section() -> list[str]:
 def _dp_section() -> list[str]:
   clip = calibrated_clip()
   runs = [(name, report_lib.read_rows(_dir('dp', name)))
-          for name in dp_commands(clip)]
+          for name in [*dp_commands(clip), *no_dp_commands()]]
   runs = [(name, rows) for name, rows in runs if rows]
   if clip is None or not runs:
     return ['Not run yet.']
@@ -273,9 +283,11 @@ def _dp_section() -> list[str]:
   for name, rows in runs:
     best = [report_lib.value(r, report_lib.ACCURACY)
             for r in report_lib.evaluations(rows)]
+    private = name in dp_commands(clip)
     cells = [rows[-1]['round'],
-             report_lib.value(rows[-1], 'privacy/epsilon'),
-             report_lib.value(rows[-1], 'privacy/delta'),
+             report_lib.value(rows[-1], 'privacy/epsilon') if private
+             else 'no DP',
+             report_lib.value(rows[-1], 'privacy/delta') if private else None,
              report_lib.tail_mean(rows, DP_ROUNDS * 2 // 3 + 1, DP_ROUNDS),
              max(best) if best else None, report_lib.uplink_mb(rows)]
     lines.append(f'| {name} | ' + ' | '.join(report_lib.fmt(c) for c in cells)
@@ -295,7 +307,9 @@ def _commands() -> str:
       *(text(c) for c in warm_start_commands().values()),
       '# dp: C from the calibration run (dp/clip_norm.json)',
       text(calibration_command()),
-      *(text(c) for c in dp_commands(calibrated_clip() or '<C>').values())])
+      *(text(c) for c in dp_commands(calibrated_clip() or '<C>').values()),
+      '# dp: the same runs without DP (no clip, no noise)',
+      *(text(c) for c in no_dp_commands().values())])
 
 
 def report() -> None:
@@ -348,7 +362,8 @@ def main(argv):
     else:
       os.makedirs(_dir('dp'), exist_ok=True)
       report_lib.run_commands([calibration_command()])
-      commands = list(dp_commands(calibrated_clip()).values())
+      commands = [*dp_commands(calibrated_clip()).values(),
+                  *no_dp_commands().values()]
     report_lib.run_commands(commands)
 
 

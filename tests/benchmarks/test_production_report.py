@@ -69,9 +69,16 @@ def test_report_tables_and_kept_notes(tmp_path):
   for r in private:
     r['privacy/epsilon'], r['privacy/delta'] = r['round'] / 100, 0.0025
   fake_runs.write_run(root / 'dp' / 'fedavg_z0.5', {}, private)
+  # The reference without DP: no privacy columns, no clip.
+  fake_runs.write_run(root / 'dp' / 'random_mask_nodp', {},
+                      rows(lambda r: 0.7 if r > 66 else 0.2, 100, 0.5))
   text = report(root, docs)
   assert 'Fixed clip C = 16 ' in text
   assert '| fedavg_z0.5 | 100 | 1.000 | 0.003 | 0.600 | 0.600 | 200.000 |' in text
+  assert '| random_mask_nodp | 100 | no DP | — | 0.700 | 0.700 | 50.000 |' in text
+  nodp_command = text.split('without DP (no clip, no noise)\n')[1]
+  assert '--algorithm=random_mask' in nodp_command.split('\n')[0]
+  assert '--dp_' not in nodp_command.split('```')[0]
   assert '--dp_clip_norm=16.0' in text
   assert json.loads((root / 'dp' / 'clip_norm.json').read_text())[
       'clip_norm'] == 16.0
