@@ -24,7 +24,8 @@ checkpoints; a complete run is skipped (the launcher returns at once).
   the median (quantile 0.5) for 20 rounds; C = the median of its clip over
   rounds 11–20 (written to dp/clip_norm.json). Two runs without DP (no clip,
   no noise), sparse and dense, separate what the clip costs from what the
-  sparse mask costs at these settings.
+  sparse mask costs at these settings, and RandomMask clipped at 4·C without
+  noise tells whether the clip's level is what binds.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ DP_ALGORITHMS = {'random_mask': ['--algorithm=random_mask', '--sparsity=0.8'],
                  'fedavg': ['--algorithm=fedavg']}
 DP_NOISE = (0.0, 0.5, 1.0)
 DP_ROUNDS = 100
+WIDE_CLIP = 4
 CALIBRATION_ROUNDS = 20
 
 
@@ -152,6 +154,16 @@ def dp_commands(clip) -> dict[str, list[str]]:
       f'--dp_noise_multiplier={z:g}', f'--dp_clip_norm={clip}',
       *_data_args(), f'--root_dir={_dir("dp", f"{name}_z{z:g}")}')
           for z in DP_NOISE for name, args in DP_ALGORITHMS.items()}
+
+
+def wide_clip_commands(clip) -> dict[str, list[str]]:
+  """RandomMask clipped at 4·C without noise: whether the clip level is what
+  binds the sparse model."""
+  wide = clip * WIDE_CLIP if isinstance(clip, float) else f'{WIDE_CLIP}*{clip}'
+  return {f'random_mask_z0_clip{WIDE_CLIP}C': _train(
+      *DP_COMMON, *DP_ALGORITHMS['random_mask'], f'--rounds={DP_ROUNDS}',
+      '--dp_noise_multiplier=0', f'--dp_clip_norm={wide}', *_data_args(),
+      f'--root_dir={_dir("dp", f"random_mask_z0_clip{WIDE_CLIP}C")}')}
 
 
 def no_dp_commands() -> dict[str, list[str]]:
@@ -272,7 +284,8 @@ def _warm_start_section() -> list[str]:
 def _dp_section() -> list[str]:
   clip = calibrated_clip()
   runs = [(name, report_lib.read_rows(_dir('dp', name)))
-          for name in [*dp_commands(clip), *no_dp_commands()]]
+          for name in [*dp_commands(clip), *wide_clip_commands(clip),
+                       *no_dp_commands()]]
   runs = [(name, rows) for name, rows in runs if rows]
   if clip is None or not runs:
     return ['Not run yet.']
@@ -283,7 +296,7 @@ def _dp_section() -> list[str]:
   for name, rows in runs:
     best = [report_lib.value(r, report_lib.ACCURACY)
             for r in report_lib.evaluations(rows)]
-    private = name in dp_commands(clip)
+    private = name not in no_dp_commands()
     cells = [rows[-1]['round'],
              report_lib.value(rows[-1], 'privacy/epsilon') if private
              else 'no DP',
@@ -308,6 +321,8 @@ def _commands() -> str:
       '# dp: C from the calibration run (dp/clip_norm.json)',
       text(calibration_command()),
       *(text(c) for c in dp_commands(calibrated_clip() or '<C>').values()),
+      *(text(c) for c in wide_clip_commands(
+          calibrated_clip() or '<C>').values()),
       '# dp: the same runs without DP (no clip, no noise)',
       *(text(c) for c in no_dp_commands().values())])
 
@@ -363,6 +378,7 @@ def main(argv):
       os.makedirs(_dir('dp'), exist_ok=True)
       report_lib.run_commands([calibration_command()])
       commands = [*dp_commands(calibrated_clip()).values(),
+                  *wide_clip_commands(calibrated_clip()).values(),
                   *no_dp_commands().values()]
     report_lib.run_commands(commands)
 

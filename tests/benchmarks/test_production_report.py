@@ -80,6 +80,7 @@ def test_report_tables_and_kept_notes(tmp_path):
   assert '--algorithm=random_mask' in nodp_command.split('\n')[0]
   assert '--dp_' not in nodp_command.split('```')[0]
   assert '--dp_clip_norm=16.0' in text
+  assert '--dp_noise_multiplier=0 --dp_clip_norm=64.0' in text  # 4·C.
   assert json.loads((root / 'dp' / 'clip_norm.json').read_text())[
       'clip_norm'] == 16.0
   # A differing metric is reported as such.
