@@ -146,13 +146,19 @@ def calibrated_clip() -> float | None:
   return clip
 
 
+def _dp_study_run(name: str, algorithm: list[str], *dp_flags: str
+                  ) -> list[str]:
+  """One run of the DP study: its settings, run directory dp/name."""
+  return _train(*DP_COMMON, *algorithm, f'--rounds={DP_ROUNDS}', *dp_flags,
+                *_data_args(), f'--root_dir={_dir("dp", name)}')
+
+
 def dp_commands(clip) -> dict[str, list[str]]:
   """The DP runs by name (`clip`: C, or a placeholder before calibration)."""
   # Noise level outermost: a sparse/dense pair at equal ε completes first.
-  return {f'{name}_z{z:g}': _train(
-      *DP_COMMON, *args, f'--rounds={DP_ROUNDS}',
-      f'--dp_noise_multiplier={z:g}', f'--dp_clip_norm={clip}',
-      *_data_args(), f'--root_dir={_dir("dp", f"{name}_z{z:g}")}')
+  return {f'{name}_z{z:g}': _dp_study_run(
+      f'{name}_z{z:g}', args, f'--dp_noise_multiplier={z:g}',
+      f'--dp_clip_norm={clip}')
           for z in DP_NOISE for name, args in DP_ALGORITHMS.items()}
 
 
@@ -160,17 +166,15 @@ def wide_clip_commands(clip) -> dict[str, list[str]]:
   """RandomMask clipped at 4·C without noise: whether the clip level is what
   binds the sparse model."""
   wide = clip * WIDE_CLIP if isinstance(clip, float) else f'{WIDE_CLIP}*{clip}'
-  return {f'random_mask_z0_clip{WIDE_CLIP}C': _train(
-      *DP_COMMON, *DP_ALGORITHMS['random_mask'], f'--rounds={DP_ROUNDS}',
-      '--dp_noise_multiplier=0', f'--dp_clip_norm={wide}', *_data_args(),
-      f'--root_dir={_dir("dp", f"random_mask_z0_clip{WIDE_CLIP}C")}')}
+  name = f'random_mask_z0_clip{WIDE_CLIP}C'
+  return {name: _dp_study_run(name, DP_ALGORITHMS['random_mask'],
+                              '--dp_noise_multiplier=0',
+                              f'--dp_clip_norm={wide}')}
 
 
 def no_dp_commands() -> dict[str, list[str]]:
   """The same runs without DP: no clip, no noise (the reference)."""
-  return {f'{name}_nodp': _train(
-      *DP_COMMON, *args, f'--rounds={DP_ROUNDS}', *_data_args(),
-      f'--root_dir={_dir("dp", f"{name}_nodp")}')
+  return {f'{name}_nodp': _dp_study_run(f'{name}_nodp', args)
           for name, args in DP_ALGORITHMS.items()}
 
 
@@ -293,10 +297,11 @@ def _dp_section() -> list[str]:
            f'rounds {CALIBRATION_ROUNDS // 2 + 1}–{CALIBRATION_ROUNDS}).', '',
            '| run | rounds | ε | δ | mean client acc, last third | '
            'best client acc | uplink MB |', '|---|---|---|---|---|---|---|']
+  without_dp = no_dp_commands()
   for name, rows in runs:
     best = [report_lib.value(r, report_lib.ACCURACY)
             for r in report_lib.evaluations(rows)]
-    private = name not in no_dp_commands()
+    private = name not in without_dp
     cells = [rows[-1]['round'],
              report_lib.value(rows[-1], 'privacy/epsilon') if private
              else 'no DP',
