@@ -46,6 +46,8 @@ from absl import flags
 from absl import logging
 
 from tff_feddst.algorithms import registry
+from tff_feddst.program import interrupts  # TF-free, like run_lock.
+from tff_feddst.program import run_lock
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # TensorFlow and the modules that use it (`tf`, `data_lib`, `models_lib`,
@@ -371,10 +373,37 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   hp = resolve_hparams()  # TF-free: a missing --model default exits at once.
-  _import_tf_modules()
-  tf.get_logger().setLevel('WARNING')  # absl already logs TF's INFO lines.
   root_dir = FLAGS.root_dir or os.path.join(
       default_root_dir(), hp['dataset'], hp['algorithm'])
+  # Ctrl-C and SIGTERM end the run with one line saying how to resume, and
+  # `program.train` lets them land only between its writes.
+  try:
+    with interrupts.signals_raise():
+      # Held before TensorFlow loads (~10 s), so that a second run on the
+      # directory is refused at once.
+      with run_lock.hold_run_directory(root_dir):
+        result = _train(hp, root_dir)
+  except interrupts.Interrupted as e:  # Outside the rounds: nothing to lose.
+    if not os.path.exists(root_dir):  # Released empty: e.g. inside the import.
+      _exit_now(quiet.interrupted_while_starting('train.py', e.signal_name),
+                e.exit_code)
+    _exit_now(f'Interrupted ({e.signal_name}) — run the same command to '
+              'continue.', e.exit_code)
+  except run_lock.RunDirectoryInUseError as e:
+    sys.exit(f'train.py: error: {e}')
+  final = result.metrics
+  summary = (f'test acc {final["test/accuracy"]:.4f}, client mean '
+             f'{final["test/client_mean_accuracy"]:.4f}, ' if
+             'test/accuracy' in final else '')
+  logging.info('Done: %d rounds, %sresults in %s', result.rounds_completed,
+               summary, root_dir)
+
+
+def _train(hp: dict, root_dir: str) -> program.TrainResult:
+  """Imports TensorFlow and trains (the run directory held); a cut round or
+  a refused run ends the process with one line."""
+  _import_tf_modules()
+  tf.get_logger().setLevel('WARNING')  # absl already logs TF's INFO lines.
   config = program.TrainConfig(
       root_dir=root_dir, rounds=hp['rounds'],
       clients_per_round=hp['clients_per_round'], batch_size=hp['batch_size'],
@@ -384,28 +413,14 @@ def main(argv):
       upload_cap_mb=FLAGS.upload_cap_mb,
       dp_noise_multiplier=hp['dp_noise_multiplier'], dp_delta=hp['dp_delta'],
       client_density_budgets=hp['client_density_budgets'])
-  # Ctrl-C and SIGTERM end the run with one line saying how to resume, and
-  # `program.train` lets them land only between its writes.
   try:
-    with program.signals_raise():
-      # Held from here, so that a second run is refused before loading data.
-      with program.hold_run_directory(root_dir):
-        result = _run(hp, config)
+    return _run(hp, config)
   except program.TrainingInterrupted as e:
     _exit_now(e.explain('run the same command'), e.exit_code)
-  except program.Interrupted as e:  # Outside the rounds: nothing to lose.
-    _exit_now(f'Interrupted ({e.signal_name}) — run the same command to '
-              'continue.', e.exit_code)
-  except (program.RunDirectoryInUseError, program.HparamsMismatchError,
-          program.NoUsableCheckpointError, runtime.WorkerUnavailableError,
-          data_lib.DatasetNotFoundError, data_lib.CorruptDatasetError) as e:
+  except (program.HparamsMismatchError, program.NoUsableCheckpointError,
+          runtime.WorkerUnavailableError, data_lib.DatasetNotFoundError,
+          data_lib.CorruptDatasetError) as e:
     sys.exit(f'train.py: error: {e}')
-  final = result.metrics
-  summary = (f'test acc {final["test/accuracy"]:.4f}, client mean '
-             f'{final["test/client_mean_accuracy"]:.4f}, ' if
-             'test/accuracy' in final else '')
-  logging.info('Done: %d rounds, %sresults in %s', result.rounds_completed,
-               summary, root_dir)
 
 
 def _run(hp: dict, config: program.TrainConfig) -> program.TrainResult:

@@ -49,12 +49,17 @@ def exit_quietly_on_interrupt(program: str) -> None:
 
   def handler(signum, frame):
     del signum, frame
-    sys.stderr.write(f'{program}: interrupted (SIGINT) while starting; '
-                     'nothing was written — run the same command to start.\n')
+    sys.stderr.write(interrupted_while_starting(program, 'SIGINT') + '\n')
     sys.stderr.flush()
     os._exit(130)  # pylint: disable=protected-access
 
   signal.signal(signal.SIGINT, handler)
+
+
+def interrupted_while_starting(program: str, signal_name: str) -> str:
+  """The one line for a signal that ended a launcher before it wrote anything."""
+  return (f'{program}: interrupted ({signal_name}) while starting; nothing '
+          'was written — run the same command to start.')
 
 
 def silence_from_argv(argv=None) -> str:

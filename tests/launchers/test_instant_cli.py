@@ -167,6 +167,17 @@ def test_launcher_names_are_the_library_names():
   assert _literal(WRITE_TFRECORDS, 'PARTITIONS') == tuple(data.PARTITIONS)
 
 
+def test_a_held_run_directory_is_refused_before_tensorflow(no_tf_env,
+                                                           tmp_path):
+  from tff_feddst.program import run_lock  # pylint: disable=g-import-not-at-top
+  with run_lock.hold_run_directory(tmp_path / 'run'):
+    result = run(no_tf_env, TRAIN, f'--root_dir={tmp_path / "run"}')
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert (f'train.py: error: {tmp_path / "run"} is in use by process '
+          f'{os.getpid()}') in result.stderr, result.stderr[-3000:]
+  assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr
+
+
 def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path):
   """A Ctrl-C during the ~10 s TensorFlow import: no traceback, no run dir.
 
