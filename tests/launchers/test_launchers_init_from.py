@@ -8,7 +8,7 @@ from launcher_helpers import TRAIN, run_script
 from tff_feddst import data, models, program
 
 FLAGS = ['--dataset=digits', '--model=mlp', '--total_clients=10',
-         '--clients_per_round=3', '--rounds=2', '--client_epochs=1',
+         '--clients_per_round=3', '--rounds=1', '--client_epochs=1',
          '--sparsity=0.5', '--eval_every=1', '--seed=0']
 
 
