@@ -32,6 +32,22 @@ def read_rows(run_dir: str) -> list[dict]:
     return list(csv.DictReader(f))
 
 
+def rounds_recorded(run_dir: str) -> int:
+  """The last round in a run's metrics.csv (0 before its first)."""
+  rows = read_rows(run_dir)
+  return int(rows[-1]['round']) if rows else 0
+
+
+def archive_run(run_dir: str, archive_dir: str) -> None:
+  """Copies the files reports read (hparams.json, results/metrics.csv; ~50 KB
+  for 150 rounds) from `run_dir` to `archive_dir`, each atomically: a study
+  that outlives its machine keeps its finished runs' records in the repo."""
+  source, dest = paths.RunPaths.of(run_dir), paths.RunPaths.of(archive_dir)
+  for src, dst in ((source.hparams, dest.hparams),
+                   (source.metrics_csv, dest.metrics_csv)):
+    paths.write_atomic(dst, src.read_bytes())
+
+
 def value(row, key):
   """A float cell, None when empty or NaN."""
   text = row.get(key, '')
@@ -160,15 +176,22 @@ def run_commands(commands) -> None:
 
 
 def run_study(*, settings, chosen_settings, variants, chosen_variants,
-              command, rounds: int, report=None) -> None:
+              command, rounds: int, report=None, finished=None) -> None:
   """A settings × variants study driver's main: refuse unknown names and bad
-  algorithm flags before any run, then `report()` or every run in order."""
+  algorithm flags before any run, then `report()` or every run in order
+  (but those `finished(setting, variant)` says are done elsewhere)."""
   refuse_unknown('settings', settings, chosen_settings)
   refuse_unknown('variants', variants, chosen_variants)
-  commands = [command(s, v) for s in chosen_settings for v in chosen_variants]
-  for args in commands:
-    check_launcher_args(args[2:], rounds)
+  pairs = [(s, v) for s in chosen_settings for v in chosen_variants]
+  for s, v in pairs:
+    check_launcher_args(command(s, v)[2:], rounds)
   if report is not None:
     report()
-  else:
-    run_commands(commands)
+    return
+  todo = []
+  for s, v in pairs:
+    if finished is not None and finished(s, v):
+      print(f'{s}/{v}: finished (archived); not run again', flush=True)
+    else:
+      todo.append(command(s, v))
+  run_commands(todo)

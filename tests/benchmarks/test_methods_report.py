@@ -3,6 +3,7 @@ uplink columns, summed client FLOPs, one row per budget group. (A child
 process: the script's absl flags would clash with the in-process launchers.)"""
 
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 
@@ -57,6 +58,45 @@ def test_report_rows_and_budget_groups(tmp_path):
   assert '| feddst_budgets [budget 0.2] | — | — | — | — | 0.700 | — | — | 0.300 |' == lines[first + 1]
   assert 'not complete' in text and (docs / 'methods' / 'seed0' /
                                      'accuracy_vs_uplink.png').exists()
+
+
+def _report(tmp_path, *flags):
+  return subprocess.run(
+      [sys.executable, str(METHODS), f'--root_dir={tmp_path / "runs"}',
+       f'--docs_dir={tmp_path / "docs"}', '--dynamics_root_dir=',
+       '--settings=seed0', '--variants=feddst,sparsyfed', *flags],
+      capture_output=True, text=True, cwd=REPO)
+
+
+def test_finished_runs_are_archived_and_outlive_their_directories(tmp_path):
+  runs, docs = tmp_path / 'runs', tmp_path / 'docs'
+  write_run(runs, 'feddst', lambda r: r / 300)
+  write_run(runs, 'sparsyfed', lambda r: 0.5)
+  # sparsyfed stopped at round 80: not finished, so not archived.
+  csv_path = runs / 'seed0' / 'sparsyfed' / 'results' / 'metrics.csv'
+  csv_path.write_text(''.join(csv_path.read_text().splitlines(True)[:81]))
+  docs.mkdir()
+  proc = _report(tmp_path, '--report')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  first = (docs / 'methods.md').read_text()
+  archive = docs / 'methods' / 'seed0' / 'runs'
+  for name in ('hparams.json', 'results/metrics.csv'):
+    assert ((archive / 'feddst' / name).read_bytes() ==
+            (runs / 'seed0' / 'feddst' / name).read_bytes())
+  assert not (archive / 'sparsyfed').exists()
+  # A new machine: the run directories are gone, the archive is in the repo.
+  shutil.rmtree(runs)
+  proc = _report(tmp_path, '--report')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  again = (docs / 'methods.md').read_text()
+  feddst_row = next(l for l in first.splitlines() if l.startswith('| feddst |'))
+  assert feddst_row in again and "complete ['feddst']" in again
+  # Running the study skips the archived run (no launcher starts).
+  proc = _report(tmp_path, '--variants=feddst')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'seed0/feddst: finished (archived); not run again' in proc.stdout
+  assert 'launchers/train.py' not in proc.stdout
+  assert not runs.exists()
 
 
 def test_unknown_variant_is_refused(tmp_path):
