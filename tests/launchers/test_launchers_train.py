@@ -344,7 +344,9 @@ def _checkpoints(root):
 
 
 def test_signal_stops_with_one_line_and_leaves_a_resumable_run(tmp_path):
-  signals = (signal.SIGINT, signal.SIGTERM)
+  # Ctrl-C. SIGTERM takes the same handler (`program.signals_raise`; its
+  # exit code 143: tests/program/test_program_interrupts.py).
+  signals = (signal.SIGINT,)
   commands = {s: [sys.executable, str(TRAIN), *TINY_FLAGS,
                   f'--root_dir={tmp_path / s.name}'] for s in signals}
   # Side by side; each gets its signal once its checkpoint of round 2 exists.
