@@ -156,12 +156,11 @@ def report() -> None:
            'uplink_MB_per_client_round'])
   sections, status = [], []
   for setting in _SETTINGS.value:
-    for v in _VARIANTS.value:
-      live = run_dir(setting, v)
-      if (report_lib.rounds_recorded(live) >= _ROUNDS.value and
-          report_lib.rounds_recorded(live) > report_lib.rounds_recorded(
-              archive_dir(setting, v))):
-        report_lib.archive_run(live, archive_dir(setting, v))
+    for v in _VARIANTS.value:  # Keep each newly finished run's records.
+      live_rounds = report_lib.rounds_recorded(run_dir(setting, v))
+      if live_rounds >= _ROUNDS.value and live_rounds > (
+          report_lib.rounds_recorded(archive_dir(setting, v))):
+        report_lib.archive_run(run_dir(setting, v), archive_dir(setting, v))
     rows = [row for v in _VARIANTS.value for row in summarize(setting, v)]
     done = [r['variant'] for r in rows
             if r.get('rounds', 0) >= _ROUNDS.value]
