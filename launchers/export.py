@@ -70,6 +70,13 @@ def main(argv):
     sys.exit(f'--root_dir={_ROOT.value}: no hparams.json or model_weights.npz; '
              'expected the directory of a launchers/train.py run with at least '
              'one checkpoint.')
+  from tff_feddst.data import presence  # pylint: disable=g-import-not-at-top
+  from tff_feddst.data import sources  # pylint: disable=g-import-not-at-top
+  try:  # Missing files are refused before TensorFlow loads.
+    presence.check(hparams['dataset'], _DATA_DIR.value or
+                   hparams.get('data_dir'))
+  except (sources.DatasetNotFoundError, sources.CorruptDatasetError) as e:
+    sys.exit(f'export.py: error: {e}')
   tf_import.import_tensorflow()  # First: safe inside absl's main().
   # pylint: disable=g-import-not-at-top
   from tff_feddst import algorithms

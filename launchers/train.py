@@ -46,7 +46,9 @@ from absl import flags
 from absl import logging
 
 from tff_feddst.algorithms import registry
-from tff_feddst.program import interrupts  # TF-free, like run_lock.
+from tff_feddst.data import presence  # TF-free, like interrupts and run_lock.
+from tff_feddst.data import sources
+from tff_feddst.program import interrupts
 from tff_feddst.program import run_lock
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -373,6 +375,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   hp = resolve_hparams()  # TF-free: a missing --model default exits at once.
+  try:  # Missing files are refused before TensorFlow loads, nothing written.
+    presence.check(hp['dataset'], hp['data_dir'])
+  except (sources.DatasetNotFoundError, sources.CorruptDatasetError) as e:
+    sys.exit(f'train.py: error: {e}')
   root_dir = FLAGS.root_dir or os.path.join(
       default_root_dir(), hp['dataset'], hp['algorithm'])
   # Ctrl-C and SIGTERM end the run with one line saying how to resume, and

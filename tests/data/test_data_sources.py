@@ -385,3 +385,26 @@ def test_load_dispatch(tmp_path):
                      match='mnist, fashion_mnist, cifar10, cifar100, digits, '
                      'synthetic'):
     sources.load('imagenet')
+
+
+def test_locate_finds_files_without_reading_them(tmp_path):
+  """The launcher's early check: where the files are, not whether they parse."""
+  write_idx_set(tmp_path / 'mnist', tiny_arrays(), gz=False)
+  bad = tmp_path / 'mnist' / IDX_NAMES['x_train']
+  bad.write_bytes(bad.read_bytes()[:-7])
+  found = sources.locate('mnist', tmp_path)
+  assert found.path == tmp_path / 'mnist' and found.name == 'mnist'
+  with pytest.raises(CorruptDatasetError, match='truncated'):
+    found.read()
+  assert sources.locate('digits').path is None
+
+
+@pytest.mark.parametrize('name', ['mnist', 'fashion_mnist', 'cifar10',
+                                  'cifar100'])
+def test_early_check_refuses_what_the_loader_refuses(tmp_path, name):
+  from tff_feddst.data import presence  # pylint: disable=g-import-not-at-top
+  with pytest.raises(DatasetNotFoundError) as by_loader:
+    sources.load(name, tmp_path / 'none')
+  with pytest.raises(DatasetNotFoundError) as early:
+    presence.check(name, tmp_path / 'none')
+  assert str(early.value) == str(by_loader.value)

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tff_feddst import data as data_lib
+from tff_feddst.data import presence
 from tff_feddst.data import tfrecord
 from tff_feddst.data.sources import CorruptDatasetError, DatasetNotFoundError
 
@@ -408,6 +409,18 @@ def test_no_client_files(tmp_path):
     data_lib.load_tfrecord(tmp_path)
   assert str(tmp_path / 'train') in str(err.value)
   assert 'train-*.tfrecord' in str(err.value)
+
+
+def test_early_check_names_the_layout_the_loader_reads(small_copy, tmp_path):
+  assert presence.tfrecord_layout(small_copy) == presence.PER_CLIENT
+  (small_copy / 'train-00000.tfrecord').write_bytes(b'')
+  with pytest.raises(CorruptDatasetError, match='keep one layout'):
+    presence.tfrecord_layout(small_copy)
+  with pytest.raises(CorruptDatasetError, match='keep one layout'):
+    data_lib.load_tfrecord(small_copy)
+  write_spec(tmp_path)
+  (tmp_path / 'train-00000.tfrecord').write_bytes(b'')
+  assert presence.tfrecord_layout(tmp_path) == presence.SHARDED
 
 
 def test_missing_test_file(small_copy):

@@ -77,6 +77,47 @@ def test_train_refuses_a_bad_command_line(no_tf_env, tmp_path, args, message):
   assert not (tmp_path / 'run').exists()
 
 
+def test_missing_data_is_refused_before_tensorflow_naming_paths_tried(
+    no_tf_env, tmp_path):
+  home = tmp_path / 'home'
+  home.mkdir()
+  env = dict(no_tf_env, HOME=str(home))
+  env.pop('KERAS_HOME', None)
+  result = run(env, TRAIN, '--dataset=mnist', '--data_dir=/nonexistent/mnist',
+               f'--root_dir={tmp_path / "run"}')
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert 'train.py: error: MNIST not found. Paths tried:' in result.stderr
+  assert '/nonexistent/mnist  (no such directory)' in result.stderr
+  assert f'{home / ".keras" / "datasets"}  (no such directory)' in (
+      result.stderr)
+  assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()  # Nothing written.
+
+
+@pytest.mark.parametrize('dataset,layout,message', [
+    ('emnist', {}, 'Federated EMNIST not found. Path tried:'),
+    ('tfrecord', {}, 'feature_spec.json: no such file'),
+    ('tfrecord', {'feature_spec.json': '{}'}, 'no client data. Paths tried:'),
+    ('tfrecord', {'feature_spec.json': '{}', 'train/': None,
+                  'train-0.tfrecord': ''}, 'keep one layout'),
+])
+def test_federated_data_on_disk_is_checked_before_tensorflow(
+    no_tf_env, tmp_path, dataset, layout, message):
+  data_dir = tmp_path / 'data'
+  data_dir.mkdir()
+  for name, text in layout.items():
+    if name.endswith('/'):
+      (data_dir / name).mkdir()
+    else:
+      (data_dir / name).write_text(text)
+  result = run(no_tf_env, TRAIN, f'--dataset={dataset}', '--model=mlp',
+               f'--data_dir={data_dir}', f'--root_dir={tmp_path / "run"}')
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert message in result.stderr
+  assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()
+
+
 def test_train_refuses_a_tfrecord_spec_without_a_default_model(
     no_tf_env, tmp_path):
   (tmp_path / 'feature_spec.json').write_text('{"input_shape": [5, 5, 1]}')
@@ -139,9 +180,9 @@ def test_other_launchers_import_tensorflow_once_the_flags_are_accepted(
     no_tf_env, tmp_path, script):
   """Valid flags reach the TensorFlow import (here: the fake's error)."""
   flag = '--root_dir' if script == EXPORT else '--output_dir'
-  if script == EXPORT:  # What export checks before TF: a run's files.
+  if script == EXPORT:  # What export checks before TF: files and data.
     (tmp_path / 'out').mkdir()
-    (tmp_path / 'out' / 'hparams.json').write_text('{}')
+    (tmp_path / 'out' / 'hparams.json').write_text('{"dataset": "digits"}')
     (tmp_path / 'out' / 'model_weights.npz').write_bytes(b'')
   result = run(no_tf_env, script, f'{flag}={tmp_path / "out"}')
   assert result.returncode != 0 and BLOCKED in result.stderr
@@ -209,4 +250,17 @@ def test_export_refuses_a_directory_that_is_not_a_run(no_tf_env, tmp_path):
   result = run(no_tf_env, EXPORT, f'--root_dir={tmp_path}')
   assert result.returncode == 1, result.stderr[-3000:]
   assert f'--root_dir={tmp_path}: no hparams.json' in result.stderr
+  assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_export_refuses_missing_data_before_tensorflow(no_tf_env, tmp_path):
+  run_dir = tmp_path / 'run'
+  run_dir.mkdir()
+  (run_dir / 'hparams.json').write_text(
+      '{"dataset": "emnist", "model": "mlp", "data_dir": "/nonexistent/e"}')
+  (run_dir / 'model_weights.npz').write_bytes(b'')
+  result = run(no_tf_env, EXPORT, f'--root_dir={run_dir}')
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert ('export.py: error: Federated EMNIST not found. Path tried:\n'
+          '  /nonexistent/e/emnist_all.sqlite') in result.stderr
   assert BLOCKED not in result.stderr and 'Traceback' not in result.stderr

@@ -92,21 +92,6 @@ def test_bad_flag_exits_nonzero_naming_the_flag():
   assert not os.path.exists('/nonexistent/never')
 
 
-def test_missing_data_names_paths_tried(tmp_path):
-  home = tmp_path / 'home'
-  home.mkdir()
-  env = child_env(HOME=str(home))
-  env.pop('KERAS_HOME', None)
-  result = run_script(TRAIN, '--dataset=mnist', '--data_dir=/nonexistent/mnist',
-                      f'--root_dir={tmp_path / "run"}', env=env)
-  assert result.returncode != 0
-  assert 'Paths tried' in result.stderr
-  assert '/nonexistent/mnist' in result.stderr
-  assert str(home / '.keras' / 'datasets') in result.stderr
-  assert 'Traceback' not in result.stderr
-  assert 'Started TFF worker' not in result.stderr  # Failed before any work.
-
-
 # In-process checks of the flag validators and defaults (no training).
 
 

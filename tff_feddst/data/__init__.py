@@ -1,69 +1,44 @@
-"""Datasets for FedDST: local-file readers, seeded partitions, TFF ClientData."""
+"""Datasets for FedDST: local-file readers, seeded partitions, TFF ClientData.
 
-from tff_feddst.data.federated import (
-    EMNIST_FILENAME,
-    PARTITIONS,
-    FederatedData,
-    build_federated_data,
-    first_clients,
-    load_emnist,
-    preprocess,
-)
-from tff_feddst.data.partition import (
-    Partition,
-    PartitionSummary,
-    dirichlet_partition,
-    iid_partition,
-    k_class_partition,
-)
-from tff_feddst.data.sources import (
-    DATASET_NAMES,
-    DEBIAN_FASHION_MNIST_DIR,
-    CentralizedData,
-    CorruptDatasetError,
-    DatasetNotFoundError,
-    load,
-    load_cifar10,
-    load_cifar100,
-    load_digits,
-    load_fashion_mnist,
-    load_mnist,
-    make_synthetic,
-    read_idx,
-)
-from tff_feddst.data.tfrecord import (
-    FeatureSpec,
-    load_tfrecord,
-    write_tfrecord,
-)
+Loaded on first use, so that the TF-free parts (`sources`, `partition`,
+`presence`) serve command lines that answer before TensorFlow is imported.
+"""
 
-__all__ = [
-    'CentralizedData',
-    'CorruptDatasetError',
-    'DATASET_NAMES',
-    'DEBIAN_FASHION_MNIST_DIR',
-    'DatasetNotFoundError',
-    'EMNIST_FILENAME',
-    'FeatureSpec',
-    'FederatedData',
-    'PARTITIONS',
-    'Partition',
-    'PartitionSummary',
-    'build_federated_data',
-    'first_clients',
-    'dirichlet_partition',
-    'iid_partition',
-    'k_class_partition',
-    'load',
-    'load_cifar10',
-    'load_cifar100',
-    'load_digits',
-    'load_emnist',
-    'load_fashion_mnist',
-    'load_mnist',
-    'load_tfrecord',
-    'make_synthetic',
-    'preprocess',
-    'read_idx',
-    'write_tfrecord',
-]
+from tff_feddst import lazy_exports
+
+_EXPORTS = {
+    'CentralizedData': 'sources',
+    'CorruptDatasetError': 'sources',
+    'DATASET_NAMES': 'sources',
+    'DEBIAN_FASHION_MNIST_DIR': 'sources',
+    'DatasetFiles': 'sources',
+    'DatasetNotFoundError': 'sources',
+    'load': 'sources',
+    'load_cifar10': 'sources',
+    'load_cifar100': 'sources',
+    'load_digits': 'sources',
+    'load_fashion_mnist': 'sources',
+    'load_mnist': 'sources',
+    'locate': 'sources',
+    'make_synthetic': 'sources',
+    'read_idx': 'sources',
+    'EMNIST_FILENAME': 'presence',
+    'Partition': 'partition',
+    'PartitionSummary': 'partition',
+    'dirichlet_partition': 'partition',
+    'iid_partition': 'partition',
+    'k_class_partition': 'partition',
+    'FederatedData': 'federated',
+    'PARTITIONS': 'federated',
+    'build_federated_data': 'federated',
+    'first_clients': 'federated',
+    'load_emnist': 'federated',
+    'preprocess': 'federated',
+    'FeatureSpec': 'tfrecord',
+    'load_tfrecord': 'tfrecord',
+    'write_tfrecord': 'tfrecord',
+}
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports.lazy_exports(__name__, _EXPORTS)

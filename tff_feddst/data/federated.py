@@ -18,11 +18,10 @@ import tensorflow_federated as tff
 from absl import logging
 
 from tff_feddst.data import partition as partition_lib
-from tff_feddst.data.sources import CentralizedData, DatasetNotFoundError
+from tff_feddst.data import presence
+from tff_feddst.data.sources import CentralizedData
 
 PARTITIONS = ('dirichlet', 'k_class', 'iid')
-EMNIST_FILENAME = 'emnist_all.sqlite'
-_EMNIST_ORIGIN = 'https://storage.googleapis.com/tff-datasets-public/emnist_all.sqlite.lzma'
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -145,15 +144,8 @@ def load_emnist(cache_dir: str | os.PathLike | None = None,
     reference drops small LEAF FEMNIST clients the same way). Pixels are kept
     as TFF stores them (floats in [0, 1]).
     """
-  cache_dir = Path(cache_dir if cache_dir is not None else os.path.
-                   join(os.path.expanduser('~'), '.tff')).expanduser()
-  path = cache_dir / EMNIST_FILENAME
-  if not path.is_file():
-    raise DatasetNotFoundError(
-        f'Federated EMNIST not found. Path tried:\n  {path}  (no such file)\n'
-        f'Download {_EMNIST_ORIGIN}, decompress it (`unxz emnist_all.sqlite.lzma` or '
-        f'`xz -d --format=lzma`), and put {EMNIST_FILENAME} in {cache_dir} (or pass the '
-        'directory holding it as the cache dir).')
+  path = presence.emnist_file(cache_dir)
+  cache_dir = path.parent
   prefix = 'digits_only' if only_digits else 'all'
   train_sizes = _emnist_client_sizes(path, f'{prefix}_train')
   test_sizes = _emnist_client_sizes(path, f'{prefix}_test')

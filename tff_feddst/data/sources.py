@@ -4,6 +4,8 @@ Nothing here touches the network: every loader looks for the standard
 distribution files in a caller-given directory and in the usual cache places,
 and raises `DatasetNotFoundError` (listing every path tried and how to get the
 files) or `CorruptDatasetError` (naming the file and the defect) otherwise.
+Finding (`locate`) is apart from reading so that a command line can refuse
+missing files before TensorFlow loads; this module never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -119,12 +121,25 @@ def _candidate_dirs(data_dir: str | os.PathLike | None, subdirs: Sequence[str],
   return list(dict.fromkeys(dirs))
 
 
-def _found(name: str, path: Path, data_dir: str | os.PathLike | None) -> None:
-  if data_dir is not None and not path.is_relative_to(
-      Path(data_dir).expanduser()):
-    logging.warning('%s: nothing usable in --data_dir=%s; using %s', name,
-                    data_dir, path)
-  logging.info('%s: reading %s', name, path)
+@dataclasses.dataclass(frozen=True)
+class DatasetFiles:
+  """Where `locate` found a dataset (`path`; None for embedded data), and
+  how to read it: `read()` parses the files (`CorruptDatasetError` if they
+  are damaged)."""
+
+  name: str
+  path: Path | None
+  data_dir: str | os.PathLike | None
+  _reader: Callable[[], CentralizedData] = dataclasses.field(repr=False)
+
+  def read(self) -> CentralizedData:
+    if self.path is not None:
+      if self.data_dir is not None and not self.path.is_relative_to(
+          Path(self.data_dir).expanduser()):
+        logging.warning('%s: nothing usable in --data_dir=%s; using %s',
+                        self.name, self.data_dir, self.path)
+      logging.info('%s: reading %s', self.name, self.path)
+    return self._reader()
 
 
 # ---------------------------------------------------------------------------
@@ -240,40 +255,42 @@ def _load_keras_npz(path: Path, name: str) -> CentralizedData:
   return CentralizedData(num_classes=10, name=name, **arrays)
 
 
-def _load_mnist_like(name: str, search: _Search, dirs: Sequence[Path],
-                     npz_name: str | None,
-                     data_dir: str | os.PathLike | None) -> CentralizedData:
+def _locate_mnist_like(name: str, search: _Search, dirs: Sequence[Path],
+                       npz_name: str | None,
+                       data_dir: str | os.PathLike | None) -> DatasetFiles:
   for directory in dirs:
     if not directory.is_dir():
       search.note(directory, 'no such directory')
       continue
     present, missing = _idx_files(directory)
     if not missing:
-      _found(name, directory, data_dir)
-      return _load_idx_dir(present, 10, name)
+      return DatasetFiles(name, directory, data_dir,
+                          lambda: _load_idx_dir(present, 10, name))
     search.note(directory, 'IDX files missing: ' + ', '.join(missing) + '[.gz]')
     if npz_name is not None:
       npz = directory / npz_name
       if npz.is_file():
-        _found(name, npz, data_dir)
-        return _load_keras_npz(npz, name)
+        return DatasetFiles(name, npz, data_dir,
+                            lambda: _load_keras_npz(npz, name))
       search.note(npz, 'no such file')
   raise search.fail()
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None) -> CentralizedData:
-  """MNIST from IDX files or Keras' mnist.npz in data_dir[/mnist] or ~/.keras/datasets."""
+def _locate_mnist(data_dir: str | os.PathLike | None) -> DatasetFiles:
   dirs = _candidate_dirs(data_dir, ['mnist'], [_keras_datasets_dir()])
   search = _Search('MNIST', (
       f'Put the four MNIST IDX files ({_IDX_FILE_LIST}) or Keras\' mnist.npz in a '
       'directory and pass --data_dir=DIR, or copy mnist.npz to '
       f'{_keras_datasets_dir()}.'))
-  return _load_mnist_like('mnist', search, dirs, 'mnist.npz', data_dir)
+  return _locate_mnist_like('mnist', search, dirs, 'mnist.npz', data_dir)
 
 
-def load_fashion_mnist(
-    data_dir: str | os.PathLike | None = None) -> CentralizedData:
-  """Fashion-MNIST IDX files from data_dir, the Keras cache or Debian's package dir."""
+def load_mnist(data_dir: str | os.PathLike | None = None) -> CentralizedData:
+  """MNIST from IDX files or Keras' mnist.npz in data_dir[/mnist] or ~/.keras/datasets."""
+  return _locate_mnist(data_dir).read()
+
+
+def _locate_fashion_mnist(data_dir: str | os.PathLike | None) -> DatasetFiles:
   dirs = _candidate_dirs(
       data_dir, ['fashion_mnist', 'fashion-mnist'],
       [_keras_datasets_dir() / 'fashion-mnist', DEBIAN_FASHION_MNIST_DIR])
@@ -282,7 +299,13 @@ def load_fashion_mnist(
       f'{DEBIAN_FASHION_MNIST_DIR}; alternatively download the four IDX files '
       f'({_IDX_FILE_LIST}) from https://github.com/zalandoresearch/fashion-mnist '
       'into a directory and pass --data_dir=DIR.'))
-  return _load_mnist_like('fashion_mnist', search, dirs, None, data_dir)
+  return _locate_mnist_like('fashion_mnist', search, dirs, None, data_dir)
+
+
+def load_fashion_mnist(
+    data_dir: str | os.PathLike | None = None) -> CentralizedData:
+  """Fashion-MNIST IDX files from data_dir, the Keras cache or Debian's package dir."""
+  return _locate_fashion_mnist(data_dir).read()
 
 
 # ---------------------------------------------------------------------------
@@ -425,8 +448,8 @@ def _load_cifar_tar(layout: _CifarLayout, archive: Path) -> CentralizedData:
   return _assemble_cifar(layout, read)
 
 
-def _load_cifar(layout: _CifarLayout,
-                data_dir: str | os.PathLike | None) -> CentralizedData:
+def _locate_cifar(layout: _CifarLayout,
+                  data_dir: str | os.PathLike | None) -> DatasetFiles:
   bases = _candidate_dirs(data_dir, [layout.name], [_keras_datasets_dir()])
   search = _Search(layout.display_name, layout.how_to_get)
   needed = (*layout.train_files, layout.test_file)
@@ -437,25 +460,25 @@ def _load_cifar(layout: _CifarLayout,
         continue
       missing = [f for f in needed if not (directory / f).is_file()]
       if not missing:
-        _found(layout.name, directory, data_dir)
-        return _load_cifar_dir(layout, directory)
+        return DatasetFiles(layout.name, directory, data_dir,
+                            lambda: _load_cifar_dir(layout, directory))
       search.note(directory, 'batch files missing: ' + ', '.join(missing))
     for archive in (base / a for a in layout.archives):
       if archive.is_file():
-        _found(layout.name, archive, data_dir)
-        return _load_cifar_tar(layout, archive)
+        return DatasetFiles(layout.name, archive, data_dir,
+                            lambda: _load_cifar_tar(layout, archive))
       search.note(archive, 'no such file')
   raise search.fail()
 
 
 def load_cifar10(data_dir: str | os.PathLike | None = None) -> CentralizedData:
   """CIFAR-10 from cifar-10-batches-py/ or cifar-10-python.tar.gz."""
-  return _load_cifar(_CIFAR10, data_dir)
+  return _locate_cifar(_CIFAR10, data_dir).read()
 
 
 def load_cifar100(data_dir: str | os.PathLike | None = None) -> CentralizedData:
   """CIFAR-100 (fine labels) from cifar-100-python/ or cifar-100-python.tar.gz."""
-  return _load_cifar(_CIFAR100, data_dir)
+  return _locate_cifar(_CIFAR100, data_dir).read()
 
 
 # ---------------------------------------------------------------------------
@@ -504,22 +527,36 @@ def make_synthetic(num_examples: int,
                          num_classes, 'synthetic')
 
 
-_LOADERS: dict[str, Callable[[str | os.PathLike | None], CentralizedData]] = {
-    'mnist': load_mnist,
-    'fashion_mnist': load_fashion_mnist,
-    'cifar10': load_cifar10,
-    'cifar100': load_cifar100,
-    'digits': lambda _: load_digits(),
-    'synthetic': lambda _: make_synthetic(_SYNTHETIC_DEFAULT_EXAMPLES),
+_LOCATORS: dict[str, Callable[[str | os.PathLike | None], DatasetFiles]] = {
+    'mnist': _locate_mnist,
+    'fashion_mnist': _locate_fashion_mnist,
+    'cifar10': lambda data_dir: _locate_cifar(_CIFAR10, data_dir),
+    'cifar100': lambda data_dir: _locate_cifar(_CIFAR100, data_dir),
+    'digits': lambda data_dir: DatasetFiles('digits', None, data_dir,
+                                            load_digits),
+    'synthetic': lambda data_dir: DatasetFiles(
+        'synthetic', None, data_dir,
+        lambda: make_synthetic(_SYNTHETIC_DEFAULT_EXAMPLES)),
 }
-DATASET_NAMES = tuple(_LOADERS)
+DATASET_NAMES = tuple(_LOCATORS)
+
+
+def locate(name: str,
+           data_dir: str | os.PathLike | None = None) -> DatasetFiles:
+  """Finds a dataset's files by name without reading them.
+
+  Raises:
+    DatasetNotFoundError: listing every path tried and how to get the files.
+    ValueError: for an unknown name.
+  """
+  key = name.strip().lower().replace('-', '_')
+  if key not in _LOCATORS:
+    raise ValueError(
+        f'unknown dataset {name!r}; valid names: {", ".join(DATASET_NAMES)}')
+  return _LOCATORS[key](data_dir)
 
 
 def load(name: str,
          data_dir: str | os.PathLike | None = None) -> CentralizedData:
   """Loads a dataset by name ('fashion-mnist' and 'fashion_mnist' are the same)."""
-  key = name.strip().lower().replace('-', '_')
-  if key not in _LOADERS:
-    raise ValueError(
-        f'unknown dataset {name!r}; valid names: {", ".join(DATASET_NAMES)}')
-  return _LOADERS[key](data_dir)
+  return locate(name, data_dir).read()

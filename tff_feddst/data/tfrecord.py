@@ -60,12 +60,12 @@ import tensorflow_federated as tff
 from google.protobuf import message as protobuf_message
 
 from tff_feddst.data import partition as partition_lib
+from tff_feddst.data import presence
 from tff_feddst.data.federated import FederatedData
+from tff_feddst.data.presence import SPEC_FILENAME, SUFFIX
 from tff_feddst.data.sources import CorruptDatasetError, DatasetNotFoundError
 
-SPEC_FILENAME = 'feature_spec.json'
 CENTRAL_TEST_FILENAME = 'central_test.tfrecord'
-SUFFIX = '.tfrecord'
 INPUT_DTYPES = ('float32', 'uint8', 'int64')
 LABEL_DTYPES = ('int64', 'float32')
 
@@ -180,12 +180,7 @@ class FeatureSpec:
       CorruptDatasetError: if it is not JSON or not a valid spec; the message
         names the file and the offending field.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-      raise DatasetNotFoundError(
-          f'{path}: no such file; a TFRecord dataset needs a feature spec, '
-          f'e.g. {{"input_key": "x", "input_dtype": "float32", "input_shape": '
-          f'[28, 28, 1], "label_key": "y", "num_classes": 10}}')
+    path = presence.feature_spec_file(path)
     try:
       fields = json.loads(path.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -663,31 +658,21 @@ def load_tfrecord(data_dir: str | os.PathLike,
     ValueError: if no client has `min_examples` train examples.
   """
   data_dir = Path(data_dir).expanduser().absolute()
-  if not data_dir.is_dir():
-    raise DatasetNotFoundError(f'{data_dir}: no such directory (expected a '
-                               'TFRecord dataset directory)')
-  if spec is None or not isinstance(spec, FeatureSpec):
-    spec_path = Path(spec).expanduser() if spec is not None else (
-        data_dir / SPEC_FILENAME)
+  from_file = spec is None or not isinstance(spec, FeatureSpec)
+  spec_path = (Path(spec).expanduser().absolute() if spec is not None and
+               from_file else data_dir / SPEC_FILENAME)
+  kind = presence.tfrecord_layout(
+      data_dir, spec_file=spec_path if from_file else None)
+  if from_file:
     source = _SpecSource(FeatureSpec.from_json(spec_path), str(spec_path))
   else:
     source = _SpecSource(spec, 'the FeatureSpec passed to load_tfrecord')
-  train_shards = sorted(p for p in data_dir.glob(f'train-*{SUFFIX}')
-                        if p.is_file())
-  per_client = (data_dir / 'train').is_dir()
-  if per_client and train_shards:
-    raise CorruptDatasetError(
-        f'{data_dir} holds both a train/ directory and train-*{SUFFIX} '
-        'shards; keep one layout')
-  if per_client:
+  if kind == presence.PER_CLIENT:
     layout = _load_per_client(data_dir, source)
-  elif train_shards:
-    layout = _load_sharded(data_dir, source, train_shards)
   else:
-    raise DatasetNotFoundError(
-        f'{data_dir}: no client data. Paths tried:\n'
-        f'  {data_dir / "train"}/<client_id>{SUFFIX}  (no such directory)\n'
-        f'  {data_dir}/train-*{SUFFIX}  (no such files)')
+    train_shards = sorted(p for p in data_dir.glob(f'train-*{SUFFIX}')
+                          if p.is_file())
+    layout = _load_sharded(data_dir, source, train_shards)
   counts = layout.counts
   ids = [cid for cid, c in counts.items() if c.sum() >= max(min_examples, 1)]
   if not ids:
