@@ -263,3 +263,29 @@ def test_intra_op_threads_reach_the_worker(threads):
     worker.stop()
   with pytest.raises(ValueError, match='intra_op_threads'):
     runtime.LocalWorker.start(intra_op_threads=0)
+
+
+def test_worker_is_started_without_forking_this_process(monkeypatch):
+  """`Popen(preexec_fn=...)` forks a process that holds gRPC threads; their
+  fork handlers can deadlock the child before exec (a CI run hung so). The
+  death-with-parent request runs in a fresh interpreter instead, which then
+  becomes the worker (the tests above prove it still dies with us)."""
+  calls = []
+  real_popen = subprocess.Popen
+
+  def recording_popen(args, **kwargs):
+    calls.append(kwargs)
+    return real_popen(args, **kwargs)
+
+  monkeypatch.setattr(runtime.subprocess, 'Popen', recording_popen)
+  worker = runtime.LocalWorker.start()
+  try:
+    assert calls and all(c.get('preexec_fn') is None for c in calls)
+    deadline = time.monotonic() + 30
+    while (os.readlink(f'/proc/{worker.process.pid}/exe')
+           != runtime.worker_binary_path()) and time.monotonic() < deadline:
+      time.sleep(0.05)
+    assert os.readlink(f'/proc/{worker.process.pid}/exe') == (
+        runtime.worker_binary_path())  # The wrapper became the worker.
+  finally:
+    worker.stop()

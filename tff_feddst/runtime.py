@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import gc
 import dataclasses
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -66,12 +66,25 @@ def worker_binary_path() -> str:
   return path
 
 
-def _die_with_parent(parent_pid: int) -> None:
-  """Runs in the forked child before exec: SIGKILL me when my parent dies."""
-  libc = ctypes.CDLL('libc.so.6', use_errno=True)
-  libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-  if os.getppid() != parent_pid:  # The parent died before prctl took effect.
-    os._exit(1)
+# Run as `python -I -S -c _DIE_WITH_PARENT PARENT_PID BINARY ARGS...`: asks
+# the kernel for SIGKILL when the parent dies (kept across execve), then
+# becomes the worker. A separate interpreter, not `Popen(preexec_fn=...)`:
+# that forks this process, whose gRPC threads' fork handlers then restart
+# threads in the child, which can deadlock before exec (seen: a CI run hung
+# on a worker start, the child stuck on a futex, the parent on its pipe).
+_DIE_WITH_PARENT = (
+    'import ctypes, os, signal, sys\n'
+    f'ctypes.CDLL(None, use_errno=True).prctl({_PR_SET_PDEATHSIG}, '
+    'signal.SIGKILL, 0, 0, 0)\n'
+    'if os.getppid() != int(sys.argv[1]):\n'
+    '  os._exit(1)  # The parent died before prctl took effect.\n'
+    'os.execv(sys.argv[2], sys.argv[2:])\n')
+
+
+def _dying_with_parent(args: Sequence[str]) -> list[str]:
+  """`args` run so that the process is SIGKILLed when this one dies."""
+  return [sys.executable, '-I', '-S', '-c', _DIE_WITH_PARENT,
+          str(os.getpid()), *args]
 
 
 def _free_port() -> int:
@@ -124,9 +137,8 @@ class LocalWorker:
       out = (stack.enter_context(open(log_path, 'ab')) if log_path
              else subprocess.DEVNULL)
       process = subprocess.Popen(
-          args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-          preexec_fn=lambda pid=os.getpid(): _die_with_parent(pid),
-          close_fds=True)
+          _dying_with_parent(args), stdin=subprocess.DEVNULL, stdout=out,
+          stderr=out, env=env, close_fds=True)
     logging.info('Started TFF worker pid %d on port %d', process.pid, port)
     return cls(process=process, address=f'127.0.0.1:{port}')
 
