@@ -221,7 +221,20 @@ def test_capped_worker_runs_computations():
   runtime.ensure_runtime()  # Give the session its default context back.
 
 
+def _wait_for_exec(worker, timeout=30.0):
+  """Waits until the start wrapper has exec'd the worker binary (/proc's
+  cmdline and environ are briefly empty during the exec)."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if os.readlink(f'/proc/{worker.process.pid}/exe') == (
+        runtime.worker_binary_path()):
+      return
+    time.sleep(0.05)
+  raise AssertionError('the worker binary was never exec\'d')
+
+
 def _cmdline(worker):
+  _wait_for_exec(worker)
   with open(f'/proc/{worker.process.pid}/cmdline', 'rb') as f:
     return f.read().split(b'\0')
 
@@ -250,6 +263,7 @@ def test_bad_concurrency_cap_is_named():
 def test_intra_op_threads_reach_the_worker(threads):
   worker = runtime.LocalWorker.start(intra_op_threads=threads)
   try:
+    _wait_for_exec(worker)
     with open(f'/proc/{worker.process.pid}/environ', 'rb') as f:
       environ = f.read().split(b'\0')
     setting = [e for e in environ if e.startswith(b'TF_NUM_INTRAOP_THREADS=')]
@@ -281,11 +295,6 @@ def test_worker_is_started_without_forking_this_process(monkeypatch):
   worker = runtime.LocalWorker.start()
   try:
     assert calls and all(c.get('preexec_fn') is None for c in calls)
-    deadline = time.monotonic() + 30
-    while (os.readlink(f'/proc/{worker.process.pid}/exe')
-           != runtime.worker_binary_path()) and time.monotonic() < deadline:
-      time.sleep(0.05)
-    assert os.readlink(f'/proc/{worker.process.pid}/exe') == (
-        runtime.worker_binary_path())  # The wrapper became the worker.
+    _wait_for_exec(worker)  # The wrapper became the worker.
   finally:
     worker.stop()
