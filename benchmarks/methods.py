@@ -149,6 +149,32 @@ def summarize(setting: str, variant: str) -> list[dict]:
   return out
 
 
+def _paired(setting: str, variant: str, reference: str):
+  """`report_lib.paired_tail_difference` of two runs of one setting (same
+  seed: the same clients trained in every round, the same test data)."""
+  if variant == reference:
+    return None
+  return report_lib.paired_tail_difference(
+      report_lib.read_rows(record_dir(setting, variant)),
+      report_lib.read_rows(record_dir(setting, reference)), TAIL_FROM,
+      _ROUNDS.value)
+
+
+def _paired_table(setting: str) -> list[str]:
+  """Each variant's tail accuracy minus RandomMask's and FedAvg's, paired by
+  evaluation round: a difference one run's swings would hide shows here."""
+  references = ('random_mask', 'fedavg')
+  rows = [f'| {v} | ' + ' | '.join(report_lib.fmt_difference(
+      _paired(setting, v, ref)) for ref in references) + ' |'
+          for v in _VARIANTS.value if summarize(setting, v)]
+  return [f'Mean client accuracy over rounds {TAIL_FROM}–{_ROUNDS.value} '
+          'minus RandomMask and minus FedAvg of the same seed, paired by '
+          'evaluation round (mean ± standard error of the per-round '
+          f'differences; — until both runs are complete; the budget runs are '
+          f'at S={BUDGET_SPARSITY}, RandomMask at S={SPARSITY}):', '',
+          '| variant | − random_mask | − fedavg |', '|---|---|---|', *rows]
+
+
 def report() -> None:
   """Writes docs/methods.md (one table per setting) and plots."""
   keys = (['variant', 'rounds'] + [f'acc@{mb}MB' for mb in BUDGETS_MB] +
@@ -176,7 +202,7 @@ def report() -> None:
                                              for v in started),
                     f'--output_dir={out_dir}'], check=True)
     sections += [f'## {setting}', '', *report_lib.markdown_table(keys, rows),
-                 '', f'![accuracy vs uplink](methods/{setting}/'
+                 '', *_paired_table(setting), '', f'![accuracy vs uplink](methods/{setting}/'
                  'accuracy_vs_uplink.png)',
                  f'![accuracy vs rounds](methods/{setting}/'
                  'accuracy_vs_rounds.png)', '']

@@ -105,3 +105,27 @@ def test_unknown_variant_is_refused(tmp_path):
        f'--root_dir={tmp_path}'], capture_output=True, text=True, cwd=REPO)
   assert proc.returncode != 0 and '--variants' in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_paired_differences_against_random_mask(tmp_path):
+  runs, docs = tmp_path / 'runs', tmp_path / 'docs'
+  write_run(runs, 'random_mask', lambda r: 0.5)
+  # Evaluations 105..150: +0.01 in rounds divisible by 10, +0.03 in the
+  # others, so the mean difference is 0.02 and its standard error
+  # sqrt((10 × 0.01² / 9) / 10) = 0.0033.
+  write_run(runs, 'feddst', lambda r: 0.51 if r % 10 == 0 else 0.53)
+  write_run(runs, 'sparsyfed', lambda r: 0.9)
+  csv_path = runs / 'seed0' / 'sparsyfed' / 'results' / 'metrics.csv'
+  csv_path.write_text(''.join(csv_path.read_text().splitlines(True)[:81]))
+  docs.mkdir()
+  proc = subprocess.run(
+      [sys.executable, str(METHODS), '--report', f'--root_dir={runs}',
+       f'--docs_dir={docs}', '--dynamics_root_dir=', '--settings=seed0',
+       '--variants=random_mask,feddst,sparsyfed'],
+      capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = (docs / 'methods.md').read_text().splitlines()
+  assert '| feddst | +0.020 ± 0.003 | — |' in lines
+  assert '| random_mask | — | — |' in lines
+  # An unfinished run has no tail to compare.
+  assert '| sparsyfed | — | — |' in lines
