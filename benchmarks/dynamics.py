@@ -109,12 +109,9 @@ def summarize(setting: str, variant: str) -> dict | None:
 
 def _paired(setting: str, variant: str, reference: str):
   """`report_lib.paired_tail_difference` of two runs of one setting."""
-  if variant == reference:
-    return None
-  return report_lib.paired_tail_difference(
-      report_lib.read_rows(run_dir(setting, variant)),
-      report_lib.read_rows(run_dir(setting, reference)), TAIL_FROM,
-      _ROUNDS.value)
+  return report_lib.paired_runs(run_dir(setting, variant),
+                                run_dir(setting, reference), TAIL_FROM,
+                                _ROUNDS.value)
 
 
 def _verdicts() -> list[str]:

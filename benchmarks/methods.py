@@ -152,12 +152,9 @@ def summarize(setting: str, variant: str) -> list[dict]:
 def _paired(setting: str, variant: str, reference: str):
   """`report_lib.paired_tail_difference` of two runs of one setting (same
   seed: the same clients trained in every round, the same test data)."""
-  if variant == reference:
-    return None
-  return report_lib.paired_tail_difference(
-      report_lib.read_rows(record_dir(setting, variant)),
-      report_lib.read_rows(record_dir(setting, reference)), TAIL_FROM,
-      _ROUNDS.value)
+  return report_lib.paired_runs(record_dir(setting, variant),
+                                record_dir(setting, reference), TAIL_FROM,
+                                _ROUNDS.value)
 
 
 def _paired_table(setting: str) -> list[str]:

@@ -123,6 +123,16 @@ def paired_tail_difference(rows: list[dict], reference: list[dict],
   return mean, (var / n) ** 0.5, n
 
 
+def paired_runs(run_dir: str, reference_dir: str, from_round: int,
+                rounds: int):
+  """`paired_tail_difference` of two run directories (None for a run
+  against itself)."""
+  if os.path.abspath(run_dir) == os.path.abspath(reference_dir):
+    return None
+  return paired_tail_difference(read_rows(run_dir), read_rows(reference_dir),
+                                from_round, rounds)
+
+
 def fmt_difference(paired) -> str:
   """`paired_tail_difference`'s result as '+0.012 ± 0.004' (— if None)."""
   return '—' if paired is None else f'{paired[0]:+.3f} ± {paired[1]:.3f}'
