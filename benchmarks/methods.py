@@ -199,7 +199,8 @@ def report() -> None:
                                              for v in started),
                     f'--output_dir={out_dir}'], check=True)
     sections += [f'## {setting}', '', *report_lib.markdown_table(keys, rows),
-                 '', *_paired_table(setting), '', f'![accuracy vs uplink](methods/{setting}/'
+                 '', *_paired_table(setting), '',
+                 f'![accuracy vs uplink](methods/{setting}/'
                  'accuracy_vs_uplink.png)',
                  f'![accuracy vs rounds](methods/{setting}/'
                  'accuracy_vs_rounds.png)', '']
