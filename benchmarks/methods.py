@@ -157,13 +157,13 @@ def _paired(setting: str, variant: str, reference: str):
                                 _ROUNDS.value)
 
 
-def _paired_table(setting: str) -> list[str]:
-  """Each variant's tail accuracy minus RandomMask's and FedAvg's, paired by
-  evaluation round: a difference one run's swings would hide shows here."""
+def _paired_table(setting: str, variants: list[str]) -> list[str]:
+  """Each of `variants`' tail accuracy minus RandomMask's and FedAvg's, paired
+  by evaluation round: a difference one run's swings would hide shows here."""
   references = ('random_mask', 'fedavg')
   rows = [f'| {v} | ' + ' | '.join(report_lib.fmt_difference(
       _paired(setting, v, ref)) for ref in references) + ' |'
-          for v in _VARIANTS.value if summarize(setting, v)]
+          for v in variants]
   return [f'Mean client accuracy over rounds {TAIL_FROM}–{_ROUNDS.value} '
           'minus RandomMask and minus FedAvg of the same seed, paired by '
           'evaluation round (mean ± standard error of the per-round '
@@ -193,13 +193,13 @@ def report() -> None:
       continue
     out_dir = os.path.join(_DOCS.value, 'methods', setting)
     os.makedirs(out_dir, exist_ok=True)
-    started = [v for v in _VARIANTS.value if summarize(setting, v)]
+    started = [r['variant'] for r in rows if 'rounds' in r]  # Not groups.
     subprocess.run([sys.executable, os.path.join(_REPO, 'launchers', 'plot.py'),
                     '--run_dirs=' + ','.join(record_dir(setting, v)
                                              for v in started),
                     f'--output_dir={out_dir}'], check=True)
     sections += [f'## {setting}', '', *report_lib.markdown_table(keys, rows),
-                 '', *_paired_table(setting), '',
+                 '', *_paired_table(setting, started), '',
                  f'![accuracy vs uplink](methods/{setting}/'
                  'accuracy_vs_uplink.png)',
                  f'![accuracy vs rounds](methods/{setting}/'
