@@ -14,7 +14,10 @@ worker itself, so that it can guarantee the worker's end:
 
 The library's process builders call `own_default_context()`, so a script
 that never calls `ensure_runtime()` runs on such a worker too, instead of the
-one TFF's import-time default context would start.
+one TFF's import-time default context would start. Only that import-time
+default is replaced: a context the user set (a `tff.program.
+NativeFederatedContext`, a remote context, TFF's test context, ...), before or
+after importing this library, is left in place.
 
 The same `Runtime` connects to already-running remote workers given as
 `host:port` addresses; with several workers a round's clients are split across
@@ -208,6 +211,7 @@ class Runtime:
     try:
       stubs = [_connect(a, connect_timeout) for a in self.addresses]
       factories = [_executor_factory(s, a) for s, a in zip(stubs, self.addresses)]
+      self._factories = factories
       if len(factories) == 1:
         self.context = tff.framework.SyncExecutionContext(
             factories[0], **_context_kwargs())
@@ -220,6 +224,20 @@ class Runtime:
       self.close()
       raise
     tff.framework.set_default_context(self.context)
+
+  def program_context(self) -> tff.program.NativeFederatedContext:
+    """A `tff.program.FederatedContext` on this runtime's worker, for TFF's
+    program logic (`tff.learning.programs.train_model`). Install it with
+    `tff.framework.set_default_context`; the library then leaves it in place
+    (`own_default_context`), and this runtime still owns the worker."""
+    if len(self._factories) != 1:
+      raise ValueError(
+          'program_context() runs on one worker; this runtime has '
+          f'{len(self._factories)} ({self.addresses}). TFF 0.87 has no '
+          'asynchronous context that splits clients across workers.')
+    return tff.program.NativeFederatedContext(
+        tff.framework.AsyncExecutionContext(self._factories[0],
+                                            **_context_kwargs()))
 
   def check_workers(self) -> None:
     """Raises `WorkerUnavailableError` naming the first dead worker."""
@@ -287,26 +305,75 @@ def ensure_runtime(workers: Sequence[str] = (), **kwargs) -> Runtime:
   return _DEFAULT
 
 
-# The default context TFF set when it was imported (before this module). It
-# starts TFF's own worker_binary on first use, which outlives Python (see the
-# module doc). A weak reference: holding it would keep TFF's context alive
-# into interpreter teardown (see `_drop_tff_default_context`).
-_TFF_IMPORT_CONTEXT = weakref.ref(tff.framework.get_context_stack().current)
+def is_tff_import_default(context) -> bool:
+  """Whether `context` is the kind TFF installs when it is imported.
+
+  `import tensorflow_federated` runs `tff.backends.native.
+  set_sync_local_cpp_execution_context()` with its defaults: a
+  `SyncExecutionContext` over `local_cpp_executor_factory` (native compiler,
+  no default clients, no struct streaming). TFF's test contexts use the same
+  factory with another compiler, so the compiler is checked too.
+  """
+  if type(context) is not tff.framework.SyncExecutionContext:  # pylint: disable=unidiomatic-typecheck
+    return False
+  stack_fn = getattr(getattr(context, '_executor_factory', None),
+                     '_executor_stack_fn', None)
+  if (getattr(stack_fn, '__module__', None) != _TFF_EXECUTOR_FACTORY or
+      getattr(stack_fn, '__qualname__', None) !=
+      'local_cpp_executor_factory.<locals>.stack_fn'):
+    return False
+  cells = dict(zip(stack_fn.__code__.co_freevars,
+                   (c.cell_contents for c in stack_fn.__closure__ or ())))
+  pipeline = getattr(getattr(context, '_async_context', None),
+                     '_compiler_pipeline', None)
+  return (cells.get('default_num_clients') == 0 and
+          cells.get('stream_structs') is False and
+          getattr(pipeline, '_compiler_fn', None) is
+          tff.backends.native.desugar_and_transform_to_native)
 
 
-def own_default_context() -> None:
+_TFF_EXECUTOR_FACTORY = ('tensorflow_federated.python.core.impl.'
+                         'executor_stacks.executor_factory')
+
+
+def _tff_import_context():
+  """A weak reference to TFF's import-time context, if it is still the
+  default when this module is imported; else to nothing (the user replaced
+  it). Identified by what it is, not by being current: a context the user
+  set before importing this library is not taken for TFF's. A weak
+  reference, as holding it would keep it alive into interpreter teardown
+  (see `_drop_tff_default_context`)."""
+  current = tff.framework.get_context_stack().current
+  if is_tff_import_default(current):
+    return weakref.ref(current)
+  return lambda: None
+
+
+_TFF_IMPORT_CONTEXT = _tff_import_context()
+
+
+def own_default_context() -> Runtime | None:
   """Starts the process-wide runtime unless the user chose a context.
 
   Called by the library whenever it builds a process, so that running it
   never starts TFF's import-time worker, which a script ending on an exception
   leaves running (holding the script's stdout). The runtime is started when
-  the default context is TFF's import-time one, or none (after `shutdown()`);
-  any other context (a `Runtime`, a TFF test context, ...) is left in place.
+  the current context is TFF's import-time one or none (TFF's runtime-error
+  context: after `shutdown()` or `tff.test.set_no_default_context()`). Any
+  other context (a `Runtime`'s, a `tff.program.NativeFederatedContext`, TFF's
+  test context, a remote one) is the user's choice and is left in place.
+
+  Returns:
+    The runtime now running the library's computations, or None when the
+    user's own context does.
   """
   current = tff.framework.get_context_stack().current
   if (current is _TFF_IMPORT_CONTEXT() or
       isinstance(current, runtime_error_context.RuntimeErrorContext)):
-    ensure_runtime()
+    return ensure_runtime()
+  if _DEFAULT is not None and current is _DEFAULT.context:
+    return _DEFAULT
+  return None
 
 
 def shutdown() -> None:

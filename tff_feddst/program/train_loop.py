@@ -281,12 +281,15 @@ def load_model_weights(root_dir) -> tuple[tff.learning.models.ModelWeights, int]
 
 
 def next_or_explain(process: tff.learning.templates.LearningProcess, state,
-                    datasets, *, tff_runtime: runtime_lib.Runtime,
+                    datasets, *, tff_runtime: runtime_lib.Runtime | None,
                     round_num: int, last_checkpoint: int):
-  """`process.next`, turning a failure caused by a dead worker into a clear error."""
+  """`process.next`, turning a failure caused by a dead worker into a clear
+  error (None: the user's own context, whose workers are theirs to check)."""
   try:
     return process.next(state, datasets)
   except Exception as e:  # pylint: disable=broad-except
+    if tff_runtime is None:
+      raise
     try:
       tff_runtime.check_workers()
     except runtime_lib.WorkerUnavailableError as dead:
@@ -435,7 +438,8 @@ def train(process: tff.learning.templates.LearningProcess,
     hparams: everything else that defines the run (algorithm, sparsity, ...),
       JSON-serializable; recorded with `config` in hparams.json.
     tff_runtime: the runtime whose workers to check on failure; default the
-      process-wide one (`runtime.ensure_runtime()`).
+      library's own runtime, unless the user set a TFF context of their own
+      (`runtime.own_default_context()`), which is then left in place.
     after_checkpoint: called with the round number right after each
       checkpoint (process state, counters, model_weights.npz) is complete.
 
@@ -449,7 +453,7 @@ def train(process: tff.learning.templates.LearningProcess,
     runtime.WorkerUnavailableError: a TFF worker died during a round.
     TrainingInterrupted: SIGINT or SIGTERM arrived (main thread only).
   """
-  tff_runtime = tff_runtime or runtime_lib.ensure_runtime()
+  tff_runtime = tff_runtime or runtime_lib.own_default_context()
   num_clients = len(federated_data.client_ids)
   if config.clients_per_round > num_clients:
     raise ValueError(f'clients_per_round={config.clients_per_round} exceeds '
@@ -613,7 +617,7 @@ class _Session:
   run_paths: paths.RunPaths
   progress: _Progress
   state_manager: tff.program.FileProgramStateManager
-  tff_runtime: runtime_lib.Runtime
+  tff_runtime: runtime_lib.Runtime | None
   after_checkpoint: Callable[[int], None] | None
   evaluator: evaluation.Evaluator
   names: list[str]
