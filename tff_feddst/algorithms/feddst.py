@@ -21,6 +21,7 @@ at S=0, RandomMask at S>0); FedDST with readjustment is refused.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Mapping
 import inspect
 import types
@@ -150,10 +151,35 @@ def _budget_densities(value, sparsity: float, dp_config
   return tuple(b.density for b in parsed)
 
 
+def _unordered_dicts(spec, path='input_spec'):
+  """(path, keys) of the plain dicts in `spec` whose keys are not in sorted
+  order."""
+  if isinstance(spec, dict):
+    found = ([(path, list(spec))]
+             if not isinstance(spec, collections.OrderedDict) and
+             list(spec) != sorted(spec) else [])
+    for key, value in spec.items():
+      found += _unordered_dicts(value, f'{path}[{key!r}]')
+    return found
+  if isinstance(spec, (tuple, list)):
+    return [p for i, v in enumerate(spec)
+            for p in _unordered_dicts(v, f'{path}[{i}]')]
+  return []
+
+
 def _check_input_spec(input_spec, model: tf.keras.Model):
-  """Fails early on an unbatched spec (a common slip: a client dataset's
-  element_spec taken before `.batch`), which would otherwise surface as a
-  shape error deep inside TFF's tracing."""
+  """Fails early on client data TFF cannot take, which would otherwise
+  surface deep inside TFF's tracing or at the first `next`: an unbatched
+  spec (a client dataset's element_spec taken before `.batch`), or a plain
+  dict whose keys are out of sorted order (TFF refuses to serialize such a
+  dataset: `tf.nest` orders a dict's values by sorted key)."""
+  unordered = _unordered_dicts(input_spec)
+  if unordered:
+    path, keys = unordered[0]
+    raise ValueError(
+        f'{path} is a dict with keys {keys} out of sorted order, which TFF '
+        'cannot serialize as client data. Build the dataset elements with collections.OrderedDict, or a dict '
+        'whose keys are in sorted order.')
   x_spec = (input_spec['x'] if isinstance(input_spec, dict) else
             input_spec[0] if isinstance(input_spec, (tuple, list)) else None)
   try:

@@ -319,8 +319,11 @@ class _ClientTrainer:
     # One pipeline for all E epochs, each batch tagged with its epoch: two
     # loops over the data (epochs 1..k, then k+1..E) were not reproducible in
     # TFF's worker: the second loop's shuffle seed was drawn in a race.
+    # Zipped, not `data.map(lambda batch: ...)`: map unpacks a tuple element
+    # (Keras's `(x, y)`) into several arguments.
     return tf.data.Dataset.range(self.epochs).flat_map(
-        lambda e: data.map(lambda batch: (e, batch)))
+        lambda e: tf.data.Dataset.zip(
+            (tf.data.Dataset.from_tensors(e).repeat(), data)))
 
   def _readjust_within_fn(self, global_trainable, readjust, fraction):
     """Epochs 1..k, the readjustment, then epochs k+1..E on the new mask.
