@@ -187,11 +187,12 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
 _SHARED = ('client_epochs', 'client_learning_rate', 'client_momentum',
            'client_weight_decay', 'server_learning_rate', 'server_momentum',
            'upload_dtype', 'client_jit_compile')
-_SPARSE = ('sparsity', 'sparsity_distribution', 'min_votes', 'final_sparsity',
+_SPARSE = ('sparsity', 'sparsity_distribution', 'min_votes',
            'client_density_budgets')
+# final_sparsity moves the target until R_end, so it goes with readjustment.
 _READJUSTING = ('readjustment_ratio', 'rounds_between_readjustments',
                 'readjustment_end_round', 'readjustment_schedule',
-                'readjust_after_epoch', 'remember_old')
+                'readjust_after_epoch', 'remember_old', 'final_sparsity')
 _PRIVACY = ('dp_noise_multiplier', 'dp_clip_norm', 'dp_adaptive_quantile',
             'dp_delta')
 
@@ -428,14 +429,16 @@ def _import(path: str) -> Callable:
 
 def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
           metrics_fn=None, seed: int | None = None, initial_weights=None,
-          initial_client_data=None):
+          initial_client_data=None, client_optimizer_fn=None):
   """The learning process that `hparams` (from `resolve`) describes.
 
   `initial_weights` (a Keras model or its weight arrays) warm-starts it.
   `initial_client_data` (batched) is the one client's data that algorithms
   with `initial_client` start on (`program.initial_client_dataset`).
   With `dp_noise_multiplier` set, `hparams['clients_per_round']` is the DP
-  mean's fixed denominator.
+  mean's fixed denominator. `client_optimizer_fn` (a `tff.learning.
+  optimizers.Optimizer` or a no-arg function returning one) replaces the
+  SGD with momentum that `hparams` describes.
   """
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   config = ALGORITHMS[hparams['algorithm']]
@@ -443,7 +446,8 @@ def build(hparams: Mapping[str, Any], model_fn, *, loss_fn, input_spec,
   kwargs.update(
       loss_fn=loss_fn, input_spec=input_spec, metrics_fn=metrics_fn,
       seed=seed,
-      client_optimizer_fn=tff.learning.optimizers.build_sgdm(
+      client_optimizer_fn=client_optimizer_fn or
+      tff.learning.optimizers.build_sgdm(
           hparams['client_learning_rate'], momentum=hparams['client_momentum']),
       client_epochs=hparams['client_epochs'],
       client_weight_decay=hparams['client_weight_decay'],
