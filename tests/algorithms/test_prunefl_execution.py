@@ -2,9 +2,9 @@
 
 The clients' importance (Σ_steps g)² replayed eagerly, the server's
 example-weighted aggregation and mask equal to `sparsity.prunefl.reconfigure`
-on hand-aggregated numpy inputs with a hand-computed time model, the uplink
-equal to the serialized upload, the initial pruning replayed eagerly, and the
-invariants over a few rounds.
+on hand-aggregated numpy inputs with a hand-computed time model (FLOP-derived
+or measured), the uplink equal to the serialized upload, the initial pruning
+replayed eagerly, and the invariants over a few rounds.
 """
 
 import numpy as np
@@ -143,14 +143,20 @@ def test_uplink_counts_the_serialized_upload(parts, reconfiguration):
       nbytes(r.update.payload) for r in quiet.result)
 
 
-def hand_time_model(layout, examples):
-  """t_l and c by hand: Dense kernels apply once per example (P_l = 1)."""
+def hand_time_model(layout, examples, measured=None, overhead=OVERHEAD):
+  """t_l and c by hand: Dense kernels apply once per example (P_l = 1), or
+  the `measured` compute seconds per weight and base per example."""
   assert layout.output_positions == (1, 1)
-  per_weight = [6.0 * examples / (GFLOPS * 1e9) + 8.0 / (BANDWIDTH * 1e6)
-                for _ in layout.kernel_sizes]
+  link = 8.0 / (BANDWIDTH * 1e6)
   dense = sum(int(np.prod(s.shape)) for s in layout.dense_specs)
   mask_bytes = sum(-(-n // 8) for n in layout.kernel_sizes)
-  return per_weight, OVERHEAD + (8.0 * dense + mask_bytes) / (BANDWIDTH * 1e6)
+  c = overhead + (8.0 * dense + mask_bytes) / (BANDWIDTH * 1e6)
+  if measured is None:
+    return [6.0 * examples / (GFLOPS * 1e9) + link
+            for _ in layout.kernel_sizes], c
+  return ([examples * m + link for m in
+           measured['seconds_per_weight_per_example']],
+          c + examples * measured['base_seconds_per_example'])
 
 
 def test_server_aggregates_and_reconfigures_as_numpy(parts, reconfiguration):
@@ -337,10 +343,43 @@ def test_rounds_keep_the_invariants(parts, process):
   assert after - before == importance_bytes  # Same masks up to the upload.
 
 
-def test_builder_needs_the_selected_clients_data():
-  with pytest.raises(ValueError, match='initial_client_data is required'):
+
+MEASURED = {'kernel_sizes': [36 * 12, 12 * 4], 'base_seconds_per_example': 2e-4,
+            'seconds_per_weight_per_example': [0.0, 3e-6]}
+
+
+def test_a_run_uses_measured_coefficients():
+  """The time model of a build with measured coefficients (the overhead
+  default 0 then): the modelled round time is the hand-computed one."""
+  parts = prunefl_algorithm.build_prunefl_components(model_fn, **prunefl_kwargs(
+      prunefl_time_coefficients=MEASURED, prunefl_compute_gflops=None,
+      prunefl_round_overhead=None))
+  process = tff.learning.templates.compose_learning_process(
+      parts.initial_model_weights_fn, parts.distributor, parts.client_work,
+      parts.aggregator, parts.finalizer)
+  state = process.initialize()
+  out = process.next(state, DATA[:2])
+  masks = split(parts.layout, process.get_model_weights(out.state))[1]
+  examples = float(out.metrics['client_work']['round']['examples']) / 2.0
+  times, c = hand_time_model(parts.layout, examples, MEASURED, overhead=0.0)
+  assert out.metrics['finalizer']['modelled_round_seconds'] == pytest.approx(
+      c + sum(t * int(m.sum()) for t, m in zip(times, masks)), rel=1e-9)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(initial_client_data=None), 'initial_client_data is required'),
+    (dict(prunefl_max_decrease=1.0), 'prunefl_max_decrease'),
+    (dict(prunefl_initial_rounds=0), 'prunefl_initial_rounds'),
+    (dict(prunefl_time_coefficients=MEASURED), 'prunefl_compute_gflops '
+     'applies only with'),
+    (dict(prunefl_time_coefficients=dict(MEASURED, kernel_sizes=[432, 40]),
+          prunefl_compute_gflops=None),
+     r'prunefl_time_coefficients were measured for kernels of sizes '
+     r'\[432, 40\]; this model has \[432, 48\]'),
+    (dict(prunefl_time_coefficients='{}', prunefl_compute_gflops=None),
+     'prunefl_time_coefficients: the measured coefficients: missing'),
+])
+def test_builder_refuses_bad_arguments_naming_them(overrides, message):
+  with pytest.raises(ValueError, match=message):
     prunefl_algorithm.build_prunefl_components(
-        model_fn, **prunefl_kwargs(initial_client_data=None))
-  with pytest.raises(ValueError, match='prunefl_max_decrease'):
-    prunefl_algorithm.build_prunefl_components(
-        model_fn, **prunefl_kwargs(prunefl_max_decrease=1.0))
+        model_fn, **prunefl_kwargs(**overrides))

@@ -68,7 +68,7 @@ Choices (and where the codes differ):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -88,9 +88,13 @@ from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import packed_state
 from tff_feddst.templates import prunefl_finalizer
 
+FLOPS = 'flops'  # The FLOP-derived compute times (`prunefl_time_coefficients`).
 DEFAULT_BANDWIDTH_MBPS = 1.0
 DEFAULT_COMPUTE_GFLOPS = 14.4
+# The round time besides the modelled parts: with 'flops' 1 s stands for the
+# compute no mask changes; measured coefficients measure that part.
 DEFAULT_ROUND_OVERHEAD = 1.0
+MEASURED_ROUND_OVERHEAD = 0.0
 DEFAULT_INITIAL_ROUNDS = 20
 
 
@@ -106,9 +110,10 @@ def build_weighted_prunefl(
     sparsity: float = 0.0,
     rounds_between_readjustments: int = 50,
     prunefl_max_decrease: float = prunefl.DEFAULT_MAX_DECREASE,
+    prunefl_time_coefficients: str | Mapping[str, Any] = FLOPS,
     prunefl_bandwidth_mbps: float = DEFAULT_BANDWIDTH_MBPS,
-    prunefl_compute_gflops: float = DEFAULT_COMPUTE_GFLOPS,
-    prunefl_round_overhead: float = DEFAULT_ROUND_OVERHEAD,
+    prunefl_compute_gflops: float | None = None,
+    prunefl_round_overhead: float | None = None,
     prunefl_initial_rounds: int = DEFAULT_INITIAL_ROUNDS,
     seed: int | None = None,
     client_epochs: int = 1,
@@ -138,9 +143,16 @@ def build_weighted_prunefl(
     rounds_between_readjustments: R_adj, rounds between reconfigurations.
     prunefl_max_decrease: δ in [0, 1), the share of a layer's live weights a
       reconfiguration may drop (smallest |w| first).
+    prunefl_time_coefficients: the per-layer compute seconds of the time
+      model: 'flops' (from FLOPs at `prunefl_compute_gflops`), or measured
+      (`benchmarks/prunefl_time_coefficients.py`): its JSON file's path, text
+      or mapping (`sparsity.prunefl.load_measured_compute`).
     prunefl_bandwidth_mbps: the modelled client link, MB/s (> 0).
-    prunefl_compute_gflops: the modelled client training rate, GFLOP/s (> 0).
-    prunefl_round_overhead: the modelled fixed time of a round, s (>= 0).
+    prunefl_compute_gflops: with 'flops', the modelled client training
+      rate, GFLOP/s (> 0; None: 14.4); measured: must be None.
+    prunefl_round_overhead: the modelled fixed time of a round besides the
+      link and the measured compute, s (>= 0; None: 1 with 'flops', 0
+      measured).
     prunefl_initial_rounds: rounds of local training at most in the initial
       pruning (>= 1).
     seed: seeds the init.
@@ -170,10 +182,10 @@ def _check_args(a) -> None:
        'in [0, 1)', a['prunefl_max_decrease']),
       (a['prunefl_bandwidth_mbps'] > 0, 'prunefl_bandwidth_mbps', '> 0',
        a['prunefl_bandwidth_mbps']),
-      (a['prunefl_compute_gflops'] > 0, 'prunefl_compute_gflops', '> 0',
-       a['prunefl_compute_gflops']),
-      (a['prunefl_round_overhead'] >= 0, 'prunefl_round_overhead', '>= 0',
-       a['prunefl_round_overhead']),
+      (a['prunefl_compute_gflops'] is None or a['prunefl_compute_gflops'] > 0,
+       'prunefl_compute_gflops', '> 0', a['prunefl_compute_gflops']),
+      (a['prunefl_round_overhead'] is None or a['prunefl_round_overhead'] >= 0,
+       'prunefl_round_overhead', '>= 0', a['prunefl_round_overhead']),
       (a['prunefl_initial_rounds'] >= 1, 'prunefl_initial_rounds', '>= 1',
        a['prunefl_initial_rounds']),
       (a['client_epochs'] >= 1, 'client_epochs', '>= 1', a['client_epochs']),
@@ -193,20 +205,57 @@ def _check_args(a) -> None:
         'seed=seed)`).')
 
 
+def time_options(a: Mapping[str, Any]) -> tuple[Any, float | None, float]:
+  """(measured compute or None for 'flops', GFLOP/s or None, overhead) of the
+  builder's arguments, defaults filled in; ValueError naming the argument."""
+  value = a['prunefl_time_coefficients']
+  if isinstance(value, str) and value == FLOPS:
+    return (None, _or(a['prunefl_compute_gflops'], DEFAULT_COMPUTE_GFLOPS),
+            _or(a['prunefl_round_overhead'], DEFAULT_ROUND_OVERHEAD))
+  try:
+    measured = prunefl.load_measured_compute(value)
+  except ValueError as e:
+    raise ValueError(f'prunefl_time_coefficients: {e}') from None
+  if a['prunefl_compute_gflops'] is not None:
+    raise ValueError("prunefl_compute_gflops applies only with "
+                     "prunefl_time_coefficients='flops' (measured "
+                     'coefficients give the compute times).')
+  return (measured, None, _or(a['prunefl_round_overhead'],
+                              MEASURED_ROUND_OVERHEAD))
+
+
+def _or(value, default):
+  return default if value is None else value
+
+
 def time_model(layout: layout_lib.ModelLayout, *, upload_bytes: int,
-               bandwidth_mbps: float, compute_gflops: float,
-               overhead_seconds: float) -> prunefl.TimeModel:
-  """The round-time model of `layout`'s model (`sparsity.prunefl.TimeModel`);
+               bandwidth_mbps: float, overhead_seconds: float,
+               compute_gflops: float | None = None,
+               measured: prunefl.MeasuredCompute | None = None
+               ) -> prunefl.TimeModel:
+  """The round-time model of `layout`'s model (`sparsity.prunefl.TimeModel`):
+  compute times `measured`, or from FLOPs at `compute_gflops` (None given);
   `upload_bytes` per uploaded value (the downlink sends float32)."""
   dense = sum(int(np.prod(s.shape)) for s in layout.dense_specs)
   mask_bytes = sum((n + 7) // 8 for n in layout.kernel_sizes)
+  if measured is None:
+    compute = prunefl.flop_compute_seconds(layout.output_positions,
+                                           compute_gflops * 1e9)
+    base = 0.0
+  else:
+    if tuple(measured.kernel_sizes) != tuple(layout.kernel_sizes):
+      raise ValueError(
+          'prunefl_time_coefficients were measured for kernels of sizes '
+          f'{list(measured.kernel_sizes)}; this model has '
+          f'{list(layout.kernel_sizes)}.')
+    compute, base = measured.seconds_per_weight, measured.base_seconds
   return prunefl.TimeModel(
-      flops_per_example=tuple(6.0 * p for p in layout.output_positions),
+      compute_seconds=tuple(compute),
       bytes_per_weight=float(upload_bytes + 4),
       fixed_bytes=float(dense * (upload_bytes + 4) + mask_bytes),
-      compute_flops=compute_gflops * 1e9,
       bandwidth_bytes=bandwidth_mbps * 1e6,
-      overhead_seconds=overhead_seconds)
+      overhead_seconds=float(overhead_seconds),
+      base_compute_seconds=float(base))
 
 
 def _num_classes(model: tf.keras.Model) -> int | None:
@@ -259,6 +308,7 @@ def build_prunefl_components(
   a = feddst.bind_arguments(build_weighted_prunefl, 'build_prunefl_components',
                             model_fn, kwargs)
   _check_args(a)
+  measured, gflops, overhead = time_options(a)
   upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
   client_optimizer, server_optimizer = feddst.checked_optimizers(a)
 
@@ -273,8 +323,8 @@ def build_prunefl_components(
                  [v.numpy() for v in wrapped.non_trainable_weights])
   times = time_model(layout, upload_bytes=upload_tf_dtype.size,
                      bandwidth_mbps=a['prunefl_bandwidth_mbps'],
-                     compute_gflops=a['prunefl_compute_gflops'],
-                     overhead_seconds=a['prunefl_round_overhead'])
+                     overhead_seconds=overhead, compute_gflops=gflops,
+                     measured=measured)
   start = prunefl_initial_pruning.run(
       wrapped, model, layout, a['initial_client_data'],
       optimizer=client_optimizer, epochs=a['client_epochs'],

@@ -155,7 +155,8 @@ def run(wrapped: tf.keras.Model, model: Any, layout: ModelLayout,
     new = prunefl.reconfigure(
         weights, old, [s.numpy().astype(np.float64)
                        for s in (squares[i] for i in layout.kernel_index)],
-        time_model.layer_times(examples), base_time=time_model.base_time,
+        time_model.layer_times(examples),
+        base_time=time_model.base_time(examples),
         max_decrease=max_decrease, base_importance=float(sum(
             np.sum(squares[i].numpy(), dtype=np.float64)
             for i in range(len(trainable)) if i not in mask_of)),

@@ -72,7 +72,8 @@ def reconfigured_masks(rule: PruneFLServerRule, kernels, masks, importance):
         [tf.reshape(s, tf.shape(k)) for s, k in zip(importance.importance,
                                                     kernels)],
         rule.time_model.layer_times(examples),
-        base_time=rule.time_model.base_time, max_decrease=rule.max_decrease,
+        base_time=rule.time_model.base_time(examples),
+        max_decrease=rule.max_decrease,
         base_importance=importance.base_importance, max_live=rule.max_live)
 
   return reconfigure, clients > 0
