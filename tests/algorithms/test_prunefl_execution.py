@@ -4,7 +4,8 @@ The clients' importance (Σ_steps g)² replayed eagerly, the server's
 example-weighted aggregation and mask equal to `sparsity.prunefl.reconfigure`
 on hand-aggregated numpy inputs with a hand-computed time model (FLOP-derived
 or measured), the uplink equal to the serialized upload, the initial pruning
-replayed eagerly, and the invariants over a few rounds.
+replayed eagerly step by step at its cadence, and the invariants over a few
+rounds.
 """
 
 import numpy as np
@@ -30,8 +31,8 @@ def prunefl_kwargs(**overrides):
       client_epochs=EPOCHS, client_weight_decay=DECAY,
       rounds_between_readjustments=INTERVAL, sparsity=SPARSITY,
       prunefl_bandwidth_mbps=BANDWIDTH, prunefl_compute_gflops=GFLOPS,
-      prunefl_round_overhead=OVERHEAD, prunefl_initial_rounds=3,
-      initial_client_data=DATA[3])
+      prunefl_round_overhead=OVERHEAD, prunefl_initial_interval_steps=20,
+      prunefl_initial_reconfigurations=8, initial_client_data=DATA[3])
   kwargs.update(overrides)
   return kwargs
 
@@ -207,40 +208,72 @@ def test_server_aggregates_and_reconfigures_as_numpy(parts, reconfiguration):
       c + sum(t * int(m.sum()) for t, m in zip(times, new_masks)), rel=1e-9)
 
 
-def test_initial_pruning_replays_eagerly():
-  """One round of the selected client's training with per-step squared
-  gradients through w ⊙ M, then the numpy rule: the same mask."""
-  tf.keras.utils.set_random_seed(5)
+def selected_client(seed):
+  """(wrapped model, its tff.learning model, layout, initial weights)."""
+  tf.keras.utils.set_random_seed(seed)
   plain = model_fn()
   wrapped = models.make_prunable(plain, log=False)
   start = [v.numpy() for v in wrapped.trainable_weights]
   layout = layout_lib.build_layout(wrapped, 0.0, 'uniform')
   model = tff.learning.models.from_keras_model(
       plain, loss=loss_fn(), input_spec=DATA[0].element_spec)
-  times = prunefl_algorithm.time_model(
+  return wrapped, model, layout, start
+
+
+def flop_times(layout):
+  return prunefl_algorithm.time_model(
       layout, upload_bytes=4, bandwidth_mbps=BANDWIDTH,
       compute_gflops=GFLOPS, overhead_seconds=OVERHEAD)
+
+
+def replay_initial_pruning(layout, start, data, windows, decay):
+  """The selected client's steps eagerly: plain SGD with coupled L2 through
+  w ⊙ M, Σ g² per step; after each window of steps (`windows`: (steps, the
+  masks the rule then chose)) the masks change. Returns, per window, the
+  kernels and the squared-gradient sums the rule was given."""
+  replica = model_fn()
+  variables = replica.trainable_weights
+  for v, w in zip(variables, start):
+    v.assign(w)
+  masks = {i: np.ones(variables[i].shape, np.float32)
+           for i in layout.kernel_index}
+  batches = iter(data.repeat())
+  seen = []
+  for steps, new_masks in windows:
+    squares = [np.zeros(v.shape, np.float32) for v in variables]
+    for _ in range(steps):
+      batch = next(batches)
+      with tf.GradientTape() as tape:
+        loss = loss_fn()(batch['y'], replica(batch['x'], training=True))
+      grads = tape.gradient(loss, variables)
+      for i, (v, g) in enumerate(zip(variables, grads)):
+        g = g.numpy() * masks.get(i, 1.0)
+        squares[i] += g ** 2
+        new = v.numpy() - LR * (g + decay * v.numpy())
+        v.assign(new * masks.get(i, 1.0))
+    seen.append(([variables[i].numpy() for i in layout.kernel_index],
+                 squares))
+    for i, m in zip(layout.kernel_index, new_masks):
+      masks[i] = np.asarray(m, np.float32)
+      variables[i].assign(variables[i].numpy() * masks[i])
+  return seen
+
+
+def test_initial_pruning_replays_eagerly():
+  """k = 5, at most 2 reconfigurations: 10 steps (two passes over the
+  client's 5 batches), the squared gradients through w ⊙ M summed, then the
+  numpy rule with the time model of a round of this client (40 examples):
+  the same mask."""
+  wrapped, model, layout, start = selected_client(5)
   result = prunefl_initial_pruning.run(
       wrapped, model, layout, DATA[1],
       optimizer=tff.learning.optimizers.build_sgdm(LR), epochs=1,
-      weight_decay=0.0, time_model=times, max_decrease=0.3, max_live=None,
-      max_rounds=1, num_classes=None)
-  # The replay.
-  replica = model_fn()
-  for v, w in zip(replica.trainable_weights, start):
-    v.assign(w)
-  squares = [np.zeros_like(w) for w in start]
-  examples = 0
-  for batch in DATA[1]:
-    with tf.GradientTape() as tape:
-      loss = loss_fn()(batch['y'], replica(batch['x'], training=True))
-    grads = tape.gradient(loss, replica.trainable_weights)
-    examples += len(batch['y'])
-    for s, g, v in zip(squares, grads, replica.trainable_weights):
-      s += g.numpy() ** 2  # All live: the mask is all ones.
-      v.assign(v.numpy() - LR * g.numpy())
-  kernels = [replica.trainable_weights[i].numpy() for i in layout.kernel_index]
-  per_weight, c = hand_time_model(layout, examples)
+      weight_decay=0.0, time_model=flop_times(layout), max_decrease=0.3,
+      max_live=None, interval_steps=5, max_reconfigurations=2,
+      num_classes=None)
+  ((kernels, squares),) = replay_initial_pruning(
+      layout, start, DATA[1], [(10, [np.ones(1)] * layout.num_kernels)], 0.0)
+  per_weight, c = hand_time_model(layout, 40)
   want = prunefl.reconfigure(
       kernels, [np.ones(k.shape, bool) for k in kernels],
       [squares[i].astype(np.float64) for i in layout.kernel_index],
@@ -249,7 +282,7 @@ def test_initial_pruning_replays_eagerly():
                           if i not in layout.kernel_index))
   got_kernels, got_masks, _ = layout.split(result.trainable,
                                            result.non_trainable)
-  assert result.rounds == 1 and result.first_reconfiguration == 0
+  assert result.steps == 10 and result.first_reconfiguration == 10
   for k, m, w, full in zip(got_kernels, got_masks, want, kernels):
     np.testing.assert_array_equal(m > 0, w)
     np.testing.assert_allclose(k, full * w, atol=1e-6)
@@ -259,15 +292,46 @@ def test_initial_pruning_replays_eagerly():
     np.testing.assert_allclose(d, full, atol=1e-6)  # Pruned: their value.
 
 
-def test_initial_pruning_only_prunes_until_settled(monkeypatch):
-  """Over several rounds: no pruned weight returns (no gradient reaches
-  it), the masks are applied, and it stops once settled or at the limit."""
-  tf.keras.utils.set_random_seed(6)
-  plain = model_fn()
-  wrapped = models.make_prunable(plain, log=False)
-  layout = layout_lib.build_layout(wrapped, 0.0, 'uniform')
-  model = tff.learning.models.from_keras_model(
-      plain, loss=loss_fn(), input_spec=DATA[0].element_spec)
+def test_initial_pruning_sums_squares_since_the_last_reconfiguration(
+    monkeypatch):
+  """k = 2, at most 7: the rule runs after steps 10, 12 and 14, each time on
+  Σ g² of the steps since the one before (10, 2, 2 steps), as an eager replay
+  with the masks it chose; then the phase ends (14 = 7 · 2 steps)."""
+  wrapped, model, layout, start = selected_client(7)
+  calls = []
+  original = prunefl.reconfigure
+
+  def recording(weights, old_masks, importance, *args, **kwargs):
+    new = original(weights, old_masks, importance, *args, **kwargs)
+    calls.append(([np.array(s) for s in importance], new))
+    return new
+
+  monkeypatch.setattr(prunefl, 'reconfigure', recording)
+  result = prunefl_initial_pruning.run(
+      wrapped, model, layout, DATA[1],
+      optimizer=tff.learning.optimizers.build_sgdm(LR), epochs=1,
+      weight_decay=DECAY, time_model=flop_times(layout), max_decrease=0.3,
+      max_live=None, interval_steps=2, max_reconfigurations=7,
+      num_classes=None)
+  assert result.steps == 14 and len(calls) == 3
+  seen = replay_initial_pruning(
+      layout, start, DATA[1],
+      [(n, new) for n, (_, new) in zip((10, 2, 2), calls)], DECAY)
+  for (_, squares), (importance, _) in zip(seen, calls):
+    for i, s in zip(layout.kernel_index, importance):
+      np.testing.assert_allclose(s, squares[i], rtol=1e-4, atol=1e-10)
+  kernels, _, _ = layout.split(result.trainable, result.non_trainable)
+  for k, want, m in zip(kernels, seen[-1][0], calls[-1][1]):
+    np.testing.assert_allclose(k, want * m, atol=1e-6)
+  assert any(np.any(~n) for n in calls[0][1])  # It pruned.
+
+
+def test_initial_pruning_waits_for_the_accuracy_and_only_prunes(monkeypatch):
+  """Accuracy checked every 100 steps until it reaches 1.5 / 4: the rule
+  first runs 10 steps after the passing check, then every 30 steps; no
+  pruned weight returns (no gradient reaches it); it stops once settled or
+  after 8 · 30 steps."""
+  wrapped, model, layout, _ = selected_client(6)
   masks = [wrapped.non_trainable_weights[i] for i in layout.mask_index]
   seen = []
   original = prunefl.reconfigure
@@ -280,18 +344,22 @@ def test_initial_pruning_only_prunes_until_settled(monkeypatch):
   result = prunefl_initial_pruning.run(
       wrapped, model, layout, DATA[2],
       optimizer=tff.learning.optimizers.build_sgdm(LR), epochs=1,
-      weight_decay=DECAY, time_model=prunefl_algorithm.time_model(
-          layout, upload_bytes=4, bandwidth_mbps=BANDWIDTH,
-          compute_gflops=GFLOPS, overhead_seconds=OVERHEAD),
-      max_decrease=0.3, max_live=None, max_rounds=8, num_classes=4)
+      weight_decay=DECAY, time_model=flop_times(layout), max_decrease=0.3,
+      max_live=None, interval_steps=30, max_reconfigurations=8,
+      num_classes=4)
   seen.append([m.numpy() > 0 for m in masks])
+  assert result.first_reconfiguration is not None
+  assert result.first_reconfiguration % 100 == 10
   assert len(result.densities) == len(seen) - 1 >= 2
+  every_30 = 1 + (240 - result.first_reconfiguration) // 30
+  settled = prunefl.initial_pruning_settled(result.densities)
+  assert len(result.densities) == every_30 or (
+      len(result.densities) < every_30 and settled)
   for before, after in zip(seen, seen[1:]):
     for b, a in zip(before, after):
       assert np.all(b[a])  # Only prunes.
   assert result.densities == sorted(result.densities, reverse=True)
-  assert (result.rounds == 8 or
-          prunefl.initial_pruning_settled(result.densities))
+  assert result.steps == 240 or settled
   kernels, got_masks, _ = layout.split(result.trainable, result.non_trainable)
   for k, m in zip(kernels, got_masks):
     assert np.all(k[m == 0] == 0)
@@ -369,7 +437,7 @@ def test_a_run_uses_measured_coefficients():
 @pytest.mark.parametrize('overrides, message', [
     (dict(initial_client_data=None), 'initial_client_data is required'),
     (dict(prunefl_max_decrease=1.0), 'prunefl_max_decrease'),
-    (dict(prunefl_initial_rounds=0), 'prunefl_initial_rounds'),
+    (dict(prunefl_initial_interval_steps=0), 'prunefl_initial_interval_steps'),
     (dict(prunefl_time_coefficients=MEASURED), 'prunefl_compute_gflops '
      'applies only with'),
     (dict(prunefl_time_coefficients=dict(MEASURED, kernel_sizes=[432, 40]),

@@ -66,7 +66,10 @@ def test_defaults_by_algorithm_and_context():
     ('prunefl', dict(prunefl_bandwidth_mbps=0.0), 'prunefl_bandwidth_mbps'),
     ('prunefl', dict(prunefl_compute_gflops=-1.0), 'prunefl_compute_gflops'),
     ('prunefl', dict(prunefl_round_overhead=-0.1), 'prunefl_round_overhead'),
-    ('prunefl', dict(prunefl_initial_rounds=0), 'prunefl_initial_rounds'),
+    ('prunefl', dict(prunefl_initial_interval_steps=0),
+     'prunefl_initial_interval_steps must be >= 1'),
+    ('prunefl', dict(prunefl_initial_reconfigurations=0),
+     'prunefl_initial_reconfigurations must be >= 1'),
     ('prunefl', dict(prunefl_time_coefficients='/nonexistent.json'),
      'prunefl_time_coefficients must be flops or a file of measured '
      'coefficients: cannot read /nonexistent.json'),
@@ -96,7 +99,9 @@ def test_prunefl_time_defaults_follow_the_time_coefficients(tmp_path):
   value, so that a resumed run checks them, not a file's name."""
   hp = resolve('prunefl')
   assert (hp['prunefl_time_coefficients'], hp['prunefl_compute_gflops'],
-          hp['prunefl_round_overhead']) == ('flops', 14.4, 1.0)
+          hp['prunefl_round_overhead'], hp['prunefl_initial_interval_steps'],
+          hp['prunefl_initial_reconfigurations']) == ('flops', 14.4, 1.0, 500,
+                                                      20)
   path = tmp_path / 'times.json'
   path.write_text(json.dumps(MEASURED))
   hp = resolve('prunefl', prunefl_time_coefficients=str(path))

@@ -16,7 +16,8 @@ PRUNEFL_FLAGS = [
     '--dataset=digits', '--model=mlp', '--total_clients=10',
     '--clients_per_round=3', '--rounds=3', '--client_epochs=1',
     '--batch_size=16', '--client_learning_rate=0.05', '--sparsity=0.7',
-    '--rounds_between_readjustments=1', '--prunefl_initial_rounds=10',
+    '--rounds_between_readjustments=1', '--prunefl_initial_interval_steps=20',
+    '--prunefl_initial_reconfigurations=10',
     '--eval_every=1', '--checkpoint_every=1', '--seed=3',
     '--algorithm=prunefl',
 ]
@@ -52,8 +53,8 @@ def test_prunefl_run_resumes_exactly(tmp_path):
      '--prunefl_max_decrease must be in [0, 1), got 1.0'),
     (['--algorithm=prunefl', '--prunefl_bandwidth_mbps=0'],
      '--prunefl_bandwidth_mbps must be > 0, got 0.0'),
-    (['--algorithm=prunefl', '--prunefl_initial_rounds=0'],
-     '--prunefl_initial_rounds must be >= 1, got 0'),
+    (['--algorithm=prunefl', '--prunefl_initial_interval_steps=0'],
+     '--prunefl_initial_interval_steps must be >= 1, got 0'),
     (['--algorithm=prunefl', '--prunefl_time_coefficients=/nonexistent.json'],
      '--prunefl_time_coefficients must be flops or a file of measured '
      'coefficients: cannot read /nonexistent.json'),

@@ -220,6 +220,22 @@ def test_base_compute_raises_c_and_with_it_the_density_by_hand():
   np.testing.assert_array_equal(fc, [True, True, True, True])
 
 
+def test_initial_pruning_steps_follow_the_authors_cadence():
+  """Accuracy seen after 100 steps: the rule runs after the round of 10
+  steps that follows, then every 500 steps (theirs: every 50 rounds)."""
+  assert [s for s in range(1, 1300) if prunefl.is_initial_reconfiguration_step(
+      s, 100, 500)] == [110, 610, 1110]
+  assert not any(prunefl.is_initial_reconfiguration_step(s, None, 500)
+                 for s in range(1, 700))
+  assert [s for s in range(1, 20) if prunefl.is_initial_reconfiguration_step(
+      s, 0, 3)] == [10, 13, 16, 19]
+  # The next event: a check every 100 steps until started, then the rule.
+  assert [prunefl.next_initial_event(s, None, 500) for s in (0, 99, 100)] == [
+      100, 100, 200]
+  assert [prunefl.next_initial_event(s, 100, 500)
+          for s in (100, 109, 110, 300, 610)] == [110, 110, 610, 610, 1110]
+
+
 def test_measured_compute_loads_from_a_file_text_or_mapping(tmp_path):
   numbers = {'kernel_sizes': [250, 5000], 'base_seconds_per_example': 1e-4,
              'seconds_per_weight_per_example': [0.0, 2.5e-9],

@@ -95,7 +95,6 @@ DEFAULT_COMPUTE_GFLOPS = 14.4
 # compute no mask changes; measured coefficients measure that part.
 DEFAULT_ROUND_OVERHEAD = 1.0
 MEASURED_ROUND_OVERHEAD = 0.0
-DEFAULT_INITIAL_ROUNDS = 20
 
 
 def build_weighted_prunefl(
@@ -114,7 +113,10 @@ def build_weighted_prunefl(
     prunefl_bandwidth_mbps: float = DEFAULT_BANDWIDTH_MBPS,
     prunefl_compute_gflops: float | None = None,
     prunefl_round_overhead: float | None = None,
-    prunefl_initial_rounds: int = DEFAULT_INITIAL_ROUNDS,
+    prunefl_initial_interval_steps: int = (
+        prunefl.DEFAULT_INITIAL_INTERVAL_STEPS),
+    prunefl_initial_reconfigurations: int = (
+        prunefl.DEFAULT_INITIAL_RECONFIGURATIONS),
     seed: int | None = None,
     client_epochs: int = 1,
     client_weight_decay: float = 0.0,
@@ -153,8 +155,10 @@ def build_weighted_prunefl(
     prunefl_round_overhead: the modelled fixed time of a round besides the
       link and the measured compute, s (>= 0; None: 1 with 'flops', 0
       measured).
-    prunefl_initial_rounds: rounds of local training at most in the initial
-      pruning (>= 1).
+    prunefl_initial_interval_steps: k, the initial pruning's local steps
+      between reconfigurations (>= 1; the authors' 500).
+    prunefl_initial_reconfigurations: at most this many in the initial
+      pruning, which trains at most this many × k local steps (>= 1).
     seed: seeds the init.
     client_epochs: E, local epochs.
     client_weight_decay: coupled L2 λ (g + λ w).
@@ -186,8 +190,12 @@ def _check_args(a) -> None:
        'prunefl_compute_gflops', '> 0', a['prunefl_compute_gflops']),
       (a['prunefl_round_overhead'] is None or a['prunefl_round_overhead'] >= 0,
        'prunefl_round_overhead', '>= 0', a['prunefl_round_overhead']),
-      (a['prunefl_initial_rounds'] >= 1, 'prunefl_initial_rounds', '>= 1',
-       a['prunefl_initial_rounds']),
+      (a['prunefl_initial_interval_steps'] >= 1,
+       'prunefl_initial_interval_steps', '>= 1',
+       a['prunefl_initial_interval_steps']),
+      (a['prunefl_initial_reconfigurations'] >= 1,
+       'prunefl_initial_reconfigurations', '>= 1',
+       a['prunefl_initial_reconfigurations']),
       (a['client_epochs'] >= 1, 'client_epochs', '>= 1', a['client_epochs']),
       (a['client_weight_decay'] >= 0.0, 'client_weight_decay', '>= 0',
        a['client_weight_decay']),
@@ -330,7 +338,8 @@ def build_prunefl_components(
       optimizer=client_optimizer, epochs=a['client_epochs'],
       weight_decay=a['client_weight_decay'], time_model=times,
       max_decrease=a['prunefl_max_decrease'], max_live=max_live,
-      max_rounds=a['prunefl_initial_rounds'],
+      interval_steps=a['prunefl_initial_interval_steps'],
+      max_reconfigurations=a['prunefl_initial_reconfigurations'],
       num_classes=_num_classes(wrapped))
   trainable, non_trainable = start.trainable, start.non_trainable
   initial_bytes = _initial_pruning_bytes(layout, dense_start, start,

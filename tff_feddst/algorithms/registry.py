@@ -173,10 +173,14 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            'measured mask-independent compute); default 1 with flops, 0 '
            'with measured coefficients.',
            _within(0, None), '>= 0'),
-    Option('prunefl_initial_rounds', int, 20,
-           "At most this many rounds of local training in PruneFL's initial "
-           'pruning on one client (it stops earlier once the density '
-           'settles).', _within(1, None), '>= 1'),
+    Option('prunefl_initial_interval_steps', int, 500,
+           "k: PruneFL's initial pruning on one client reconfigures every k "
+           "local steps (the authors' 50 rounds of 10 steps).",
+           _within(1, None), '>= 1'),
+    Option('prunefl_initial_reconfigurations', int, 20,
+           "At most this many reconfigurations in PruneFL's initial pruning: "
+           'it trains at most this many × k local steps, and stops earlier '
+           'once the density settles.', _within(1, None), '>= 1'),
     # FedProx clients.
     Option('prox_mu', float, 1.0, 'FedProx μ (the reference uses 1).',
            _within(0, None, lo_open=True), '> 0', off=0.0),
@@ -308,7 +312,9 @@ ALGORITHMS: dict[str, AlgorithmConfig] = {a.name: a for a in (
                     ('sparsity', 'rounds_between_readjustments',
                      'prunefl_max_decrease', 'prunefl_time_coefficients',
                      'prunefl_bandwidth_mbps', 'prunefl_compute_gflops',
-                     'prunefl_round_overhead', 'prunefl_initial_rounds'),
+                     'prunefl_round_overhead',
+                     'prunefl_initial_interval_steps',
+                     'prunefl_initial_reconfigurations'),
                     defaults={'sparsity': 0.0},
                     # Budgets: not taken (PruneFL sizes the model itself).
                     refuse=_prunefl_refusal,

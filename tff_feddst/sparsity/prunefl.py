@@ -23,12 +23,13 @@ authors' code the greedy then stops at the cap, which keeps the best-ratio
 candidates but is not the exact maximum of R under a cardinality limit.
 
 The same module holds the rest of PruneFL's arithmetic that needs no
-TensorFlow: when a reconfiguration happens (`is_reconfiguration_round`), the
-round-time model that gives t_l and c (`TimeModel`, with measured per-layer
-compute seconds, `MeasuredCompute`, or FLOP-derived ones), and when the
-initial pruning on one client has settled (`initial_pruning_settled`). The
-server's copy of `reconfigure` in TensorFlow (TFF runs graphs, not Python)
-is `sparsity.prunefl_tf`, tested equal to this one.
+TensorFlow: when a reconfiguration happens (`is_reconfiguration_round`; in
+the initial pruning `is_initial_reconfiguration_step`), the round-time model
+that gives t_l and c (`TimeModel`, with measured per-layer compute
+seconds, `MeasuredCompute`, or FLOP-derived ones), and when the initial
+pruning on one client has settled (`initial_pruning_settled`). The server's
+copy of `reconfigure` in TensorFlow (TFF runs graphs, not Python) is
+`sparsity.prunefl_tf`, tested equal to this one.
 
 Pure numpy (no TensorFlow), so the rule is tested against brute force.
 """
@@ -50,6 +51,14 @@ DEFAULT_MAX_DECREASE = 0.3
 SETTLED_CHANGE = 0.1
 SETTLED_COUNT = 5
 START_ACCURACY_FACTOR = 1.5
+# The initial pruning in local steps (`initial_pruning`): a round is one step
+# on each of IP_DATA_BATCH = 10 stored batches, the accuracy is checked every
+# EVAL_DISP_INTERVAL = 10 rounds, and the rule runs every IP_ADJ_INTERVAL =
+# 50 rounds (500 steps) for at most IP_MAX_ROUNDS = 1000 rounds (20 times).
+INITIAL_ROUND_STEPS = 10
+INITIAL_CHECK_STEPS = 100
+DEFAULT_INITIAL_INTERVAL_STEPS = 500
+DEFAULT_INITIAL_RECONFIGURATIONS = 20
 
 
 def protected_core(weights: np.ndarray, mask: np.ndarray,
@@ -165,6 +174,34 @@ def initial_pruning_settled(densities: Sequence[float], *,
     return False
   tail = densities[-(count + 1):]
   return all(abs(b / a - 1.0) <= change for a, b in zip(tail, tail[1:]))
+
+
+def is_initial_reconfiguration_step(step: int, started: int | None,
+                                    interval: int) -> bool:
+  """Whether the initial pruning reconfigures after local step `step` (from
+  1), the accuracy threshold having been seen after `started` steps (None:
+  not yet).
+
+  As the authors' `initial_pruning`, in steps: the first reconfiguration
+  ends the round (INITIAL_ROUND_STEPS steps) that starts with the passing
+  check, then one every `interval` steps (theirs: IP_ADJ_INTERVAL = 50
+  rounds of 10 steps).
+  """
+  if started is None:
+    return False
+  since = step - started - INITIAL_ROUND_STEPS
+  return since >= 0 and since % interval == 0
+
+
+def next_initial_event(step: int, started: int | None, interval: int) -> int:
+  """The step after which the initial pruning next acts: the next accuracy
+  check (not started) or the next reconfiguration (started)."""
+  if started is None:
+    return (step // INITIAL_CHECK_STEPS + 1) * INITIAL_CHECK_STEPS
+  first = started + INITIAL_ROUND_STEPS
+  if step < first:
+    return first
+  return first + ((step - first) // interval + 1) * interval
 
 
 @dataclasses.dataclass(frozen=True)
