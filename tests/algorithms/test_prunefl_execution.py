@@ -1,8 +1,9 @@
 """PruneFL's steps through the TFF process against eager/numpy models.
 
 The clients' importance (Σ_steps g)² replayed eagerly, the server's
-example-weighted aggregation and mask equal to `sparsity.prunefl.reconfigure`
-on hand-aggregated numpy inputs with a hand-computed time model (FLOP-derived
+example-weighted importance summed over the rounds since the last
+reconfiguration and its mask equal to `sparsity.prunefl.reconfigure` on
+hand-aggregated numpy inputs with a hand-computed time model (FLOP-derived
 or measured), the uplink equal to the serialized upload, the initial pruning
 replayed eagerly step by step at its cadence, and the invariants over a few
 rounds.
@@ -127,21 +128,18 @@ def test_client_importance_matches_eager_replay(parts, reconfiguration):
 
 
 def test_uplink_counts_the_serialized_upload(parts, reconfiguration):
+  """Every round: the server sums the importance until it reconfigures."""
   weights, out = reconfiguration
   total = sum(parts.layout.kernel_sizes)
-  uploads = [r.update for r in out.result]
-  assert out.measurements['round']['uplink_bytes'] == sum(
-      nbytes(u) for u in uploads)
-  for u in uploads:  # Importance: 4 bytes per kernel weight, 4 for S0.
-    assert nbytes(u) == nbytes(u.payload) + 4 * total + 4
-  assert out.measurements['round']['readjusted']
   quiet = client_round(parts, weights, INTERVAL + 1, DATA[:2])
+  assert out.measurements['round']['readjusted']
   assert not quiet.measurements['round']['readjusted']
-  for r in quiet.result:
-    assert all(np.size(s) == 0 for s in r.update.importance)
-    assert np.size(r.update.base_importance) == 0
-  assert quiet.measurements['round']['uplink_bytes'] == sum(
-      nbytes(r.update.payload) for r in quiet.result)
+  for o in (out, quiet):
+    uploads = [r.update for r in o.result]
+    assert o.measurements['round']['uplink_bytes'] == sum(
+        nbytes(u) for u in uploads)
+    for u in uploads:  # Importance: 4 bytes per kernel weight, 4 for S0.
+      assert nbytes(u) == nbytes(u.payload) + 4 * total + 4
 
 
 def hand_time_model(layout, examples, measured=None, overhead=OVERHEAD):
@@ -160,38 +158,66 @@ def hand_time_model(layout, examples, measured=None, overhead=OVERHEAD):
           c + examples * measured['base_seconds_per_example'])
 
 
-def test_server_aggregates_and_reconfigures_as_numpy(parts, reconfiguration):
-  weights, out = reconfiguration
-  layout = parts.layout
-  uploads = [r.update for r in out.result]
-  n = [np.float32(r.update_weight) for r in out.result]
-  sums = parts.aggregator.next(parts.aggregator.initialize(), uploads, n)
-  state = parts.finalizer.initialize()
-  dormant = [np.asarray(d) for d in state['dormant']]
-  state['round_num'] = INTERVAL
-  final = parts.finalizer.next(state, weights, sums.result)
-  # By hand: the example-weighted mean of the live values, Σ n_k s_k.
-  _, masks, _ = split(layout, weights)
-  means, importance = [], []
-  for i, m in enumerate(masks):
-    flat = np.zeros((2, m.size), np.float32)
-    for k, u in enumerate(uploads):
-      flat[k][m.ravel() > 0] = u.payload.values[i]
-    means.append(((n[0] * flat[0] + n[1] * flat[1]) / (n[0] + n[1])
-                  ).reshape(m.shape))
-    importance.append(sum(nk * np.asarray(u.importance[i], np.float32)
-                          for nk, u in zip(n, uploads)).reshape(m.shape))
+def hand_sums(uploads, n):
+  """Σ_k n_k s_k per kernel (layer-shaped later) and Σ_k n_k S0_k."""
+  importance = [sum(np.float32(nk) * np.asarray(u.importance[i], np.float32)
+                    for nk, u in zip(n, uploads))
+                for i in range(len(uploads[0].importance))]
   base = sum(float(nk) * float(u.base_importance[0])
              for nk, u in zip(n, uploads))
-  times, c = hand_time_model(layout, (n[0] + n[1]) / 2.0)
+  return importance, base
+
+
+def test_server_sums_importance_since_the_last_reconfiguration(parts):
+  """Rounds INTERVAL − 1 (no reconfiguration) and INTERVAL: the mask is the
+  numpy rule's on the importance of both rounds' clients, summed by hand;
+  the sum starts again after it."""
+  layout = parts.layout
+  weights = parts.initial_model_weights_fn()
+  state = parts.finalizer.initialize()
+  state['round_num'] = INTERVAL - 1
+  rounds = []
+  for data in (DATA[2:4], DATA[:2]):
+    out = client_round(parts, weights, int(state['round_num']), data)
+    uploads = [r.update for r in out.result]
+    n = [np.float32(r.update_weight) for r in out.result]
+    sums = parts.aggregator.next(parts.aggregator.initialize(), uploads, n)
+    final = parts.finalizer.next(state, weights, sums.result)
+    rounds.append((weights, uploads, n, state, final))
+    state, weights = final.state, final.result
+  (_, uploads1, n1, _, first), (weights2, uploads2, n2, state2, second) = rounds
+  assert not first.measurements['reconfigured']
+  for a, b in zip(split(layout, first.result)[1],
+                  split(layout, rounds[0][0])[1]):
+    np.testing.assert_array_equal(a, b)
+  imp1, base1 = hand_sums(uploads1, n1)
+  window = state2['importance_window']
+  for got, want in zip(window['importance'], imp1):
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert int(window['client_rounds']) == 2
+  # The reconfiguration: the example-weighted mean of round 2's live
+  # values, the importance of both rounds.
+  _, masks, _ = split(layout, weights2)
+  means = []
+  for i, m in enumerate(masks):
+    flat = np.zeros((2, m.size), np.float32)
+    for k, u in enumerate(uploads2):
+      flat[k][m.ravel() > 0] = u.payload.values[i]
+    means.append(((n2[0] * flat[0] + n2[1] * flat[1]) / (n2[0] + n2[1])
+                  ).reshape(m.shape))
+  imp2, base2 = hand_sums(uploads2, n2)
+  importance = [(a + b).reshape(m.shape).astype(np.float64)
+                for a, b, m in zip(imp1, imp2, masks)]
+  times, c = hand_time_model(layout, float(sum(n1) + sum(n2)) / 4.0)
   cap = int(np.floor((1 - SPARSITY) * sum(layout.kernel_sizes)))
   want = prunefl.reconfigure(
-      means, [m > 0 for m in masks],
-      [s.astype(np.float64) for s in importance], times, base_time=c,
-      max_decrease=prunefl.DEFAULT_MAX_DECREASE, base_importance=base,
-      max_live=cap)
-  kernels, new_masks, _ = split(layout, final.result)
-  assert final.measurements['reconfigured']
+      means, [m > 0 for m in masks], importance, times, base_time=c,
+      max_decrease=prunefl.DEFAULT_MAX_DECREASE,
+      base_importance=base1 + base2, max_live=cap)
+  kernels, new_masks, _ = split(layout, second.result)
+  assert second.measurements['reconfigured']
+  assert second.measurements['importance_client_rounds'] == 4
+  dormant = [np.asarray(d) for d in state2['dormant']]
   added = dropped = 0
   for k, got, w, old, mean, d in zip(kernels, new_masks, want, masks, means,
                                      dormant):
@@ -203,9 +229,23 @@ def test_server_aggregates_and_reconfigures_as_numpy(parts, reconfiguration):
     np.testing.assert_allclose(k, expected, atol=1e-6)
   assert added > 0 and dropped > 0  # The test is not trivial.
   assert sum(int(m.sum()) for m in new_masks) <= cap
-  # The modelled time of a round of the new mask.
-  assert final.measurements['modelled_round_seconds'] == pytest.approx(
-      c + sum(t * int(m.sum()) for t, m in zip(times, new_masks)), rel=1e-9)
+  # The last round's importance alone would choose another mask.
+  times2, c2 = hand_time_model(layout, float(sum(n2)) / 2.0)
+  alone = prunefl.reconfigure(
+      means, [m > 0 for m in masks],
+      [s.reshape(m.shape).astype(np.float64) for s, m in zip(imp2, masks)],
+      times2, base_time=c2, max_decrease=prunefl.DEFAULT_MAX_DECREASE,
+      base_importance=base2, max_live=cap)
+  assert any(np.any(a != w) for a, w in zip(alone, want))
+  # The modelled time of a round of the new mask, at this round's examples.
+  times_now, c_now = hand_time_model(layout, float(sum(n2)) / 2.0)
+  assert second.measurements['modelled_round_seconds'] == pytest.approx(
+      c_now + sum(t * int(m.sum()) for t, m in zip(times_now, new_masks)),
+      rel=1e-9)
+  # The sum starts again.
+  after = second.state['importance_window']
+  assert int(after['client_rounds']) == 0
+  assert all(not np.any(np.asarray(s)) for s in after['importance'])
 
 
 def selected_client(seed):
@@ -385,15 +425,18 @@ def test_process_starts_from_the_pruned_model_under_the_cap(parts, process):
 
 def test_rounds_keep_the_invariants(parts, process):
   """Masked weights stay 0, the density stays under the cap, the mask moves
-  only on reconfiguration rounds, whose uplink adds the importance."""
+  only on reconfiguration rounds; every round's uplink is the clients' live
+  values and dense params plus their importance."""
+  layout = parts.layout
   state = process.initialize()
-  cap = (1 - SPARSITY) * sum(parts.layout.kernel_sizes)
-  importance_bytes = 2 * (4 * sum(parts.layout.kernel_sizes) + 4)
+  cap = (1 - SPARSITY) * sum(layout.kernel_sizes)
+  importance_bytes = 4 * sum(layout.kernel_sizes) + 4
+  dense = sum(int(np.prod(s.shape)) for s in layout.dense_specs)
   for r in range(INTERVAL + 1):
     out = process.next(state, DATA[:2])
-    old_masks = split(parts.layout, process.get_model_weights(state))[1]
+    old_masks = split(layout, process.get_model_weights(state))[1]
     state = out.state
-    kernels, masks, _ = split(parts.layout, process.get_model_weights(state))
+    kernels, masks, _ = split(layout, process.get_model_weights(state))
     for k, m in zip(kernels, masks):
       assert np.all(k[m == 0] == 0)
     assert sum(m.sum() for m in masks) <= cap
@@ -405,11 +448,12 @@ def test_rounds_keep_the_invariants(parts, process):
       for a, b in zip(masks, old_masks):
         np.testing.assert_array_equal(a, b)
     assert out.metrics['finalizer']['modelled_round_seconds'] > OVERHEAD
-    if r == INTERVAL - 1:
-      before = out.metrics['client_work']['round']['uplink_bytes']
-  after = out.metrics['client_work']['round']['uplink_bytes']
-  assert after - before == importance_bytes  # Same masks up to the upload.
-
+    live = sum(int(m.sum()) for m in old_masks)
+    assert out.metrics['client_work']['round']['uplink_bytes'] == 2 * (
+        4 * live + 4 * dense + importance_bytes)
+    # Client-rounds summed: 2 a round, from round 0 to the reconfiguration.
+    assert out.metrics['finalizer']['importance_client_rounds'] == 2 * (
+        r + 1)
 
 
 MEASURED = {'kernel_sizes': [36 * 12, 12 * 4], 'base_seconds_per_example': 2e-4,

@@ -36,10 +36,13 @@ def test_prunefl_run_resumes_exactly(tmp_path):
   full_rows = read_rows(full_dir)
   assert without_wall_clock(read_rows(resumed_dir)) == without_wall_clock(
       full_rows)
-  # Rounds 2 and 3 reconfigure (R_adj = 1) and upload the importance.
+  # Rounds 2 and 3 reconfigure (R_adj = 1); every round's 3 clients upload
+  # their importance, 4 bytes per kernel weight of the MLP (64·64 + 64·10).
   assert [r['finalizer/reconfigured'] for r in full_rows] == ['0', '1', '1']
   uplink = [int(r['round/uplink_bytes']) for r in full_rows]
-  assert uplink[1] > uplink[0]  # + the importance of 3 clients.
+  assert all(u > 3 * (4 * (64 * 64 + 64 * 10) + 4) for u in uplink)
+  assert [r['finalizer/importance_client_rounds'] for r in full_rows] == [
+      '3', '6', '3']
   assert all(float(r['density/total']) <= 0.3 + 1e-6 for r in full_rows)
   full_weights, _ = program.load_model_weights(full_dir)
   resumed_weights, _ = program.load_model_weights(resumed_dir)
