@@ -2,68 +2,109 @@
 
 Jiang, Wang, Valls, Ko, Lee, Leung, Tassiulas. "Model Pruning Enables
 Efficient Federated Learning on Edge Devices." IEEE TNNLS 2022, arXiv
-1909.12326. Read from the abstract and both public codes: the authors'
-(jiangyuang/PruneFL: `control/algorithm.py`, `bases/fl/simulation/
-adaptive.py`, `configs/*.py`) and FedDST's reimplementation
-(bibikar/feddst: `prunefl.py`, `models.PrunableNet.prunefl_readjust`); the
-paper's method section could not be retrieved (memo:
-docs/notes/field_methods.md §1). Our own implementation, on the FedDST
-components (sparse distributor and wire format, masked client work, masked
-sums) plus an importance upload and a PruneFL finalizer.
+1909.12326. Read from the abstract and the authors' code (jiangyuang/PruneFL
+at d3f38c4, configs at 0ae1715); the paper's method section could not be
+retrieved, and FedDST's reimplementation (bibikar/feddst `prunefl.py`)
+differs from the authors' (memo: docs/notes/field_methods.md §1). Our own
+implementation, on the FedDST components (sparse distributor and wire
+format, masked client work, masked sums) plus an importance upload and a
+PruneFL finalizer.
 
-The method: the mask M maximises R(M) = (S0 + Σ_{j∈M} s_j) / (c + Σ_{j∈M} t_l),
-the approximate empirical-risk reduction per unit of round time, over the
-masks that keep each layer's live weights outside its smallest-|w| share δ
-(`sparsity.prunefl`).
+The authors' rules, point by point (their files), and ours:
 
-1. Initial pruning on one selected client (`prunefl_initial_pruning`): it
-   trains the dense model and reconfigures until the density settles; the
-   process starts from its model and mask.
-2. Federated training: clients train on the global mask (masked local SGD,
-   FedDST's client with α = 0). Every R_adj rounds (`rounds_between_
-   readjustments`; the first after R_adj rounds) the clients also upload,
-   densely, s = (Σ_steps g)² for every kernel weight, live or not, and the
-   dense params' sum (S0); the server sums them weighted by the examples each
-   client processed and reconfigures the mask on the new weights
-   (`templates.prunefl_finalizer`).
-
-Choices (and where the codes differ):
-* Importance in federated rounds: (Σ_{local steps} g)² · n_k summed over
-  clients, n_k the examples processed: the authors' `AdaptiveClient.main`
-  (and its S0 from the dense params and biases). FedDST's code squares the
-  clients' unweighted mean of the *last* mini-batch gradient instead. Our
-  clients are stateless (TFF samples them), so they sum over the local steps
-  of the reconfiguration round only; the authors' ten persistent clients
-  also add up the rounds since the last reconfiguration.
-* Gradients are dense, taken at w ⊙ M (a pruned weight's gradient at 0), so
-  pruned weights can re-enter; they restart from their last server value
-  (the authors' server keeps it; FedDST's restarts them at 0).
-* The rule is the authors' (`sparsity.prunefl`: protected magnitude core,
-  greedy s/t order). FedDST's code has no core and sorts by s; with its
-  `prunable_params` floor its phase 2 is close to dense.
-* δ = `prunefl_max_decrease` (0.3, the authors' MAX_DEC_DIFF), constant (the
-  authors halve it every 10000 rounds).
-* Time model (`sparsity.prunefl.TimeModel`): the authors measure t_l and c on
-  a Raspberry Pi. We compute t_l = 6·P_l·n / compute + (b_up + b_down) /
-  bandwidth, with compute = `prunefl_compute_gflops` (default 14.4, the
-  measured floor of plain TensorFlow training on this project's 2-core
-  machine, docs/performance.md), bandwidth = `prunefl_bandwidth_mbps` MB/s
-  (default 1, the authors' reference link), n = the contributing clients'
-  mean examples processed in the round; c = `prunefl_round_overhead` seconds
-  (default 1; the authors measured 6.25 s per FEMNIST round) + the bytes
-  every round moves whatever the mask (dense params both ways, the mask
-  bits down) / bandwidth.
-* `sparsity` > 0 caps the density at 1 − S (the authors' optional
-  `--max-density`, constant), so PruneFL can be compared with the other
-  methods at S; 0 (default): no cap, the size is PruneFL's choice.
-* Uplink: the importance is counted where it travels (`round/uplink_bytes`:
-  4 bytes per kernel weight and 4 for S0 per client on reconfiguration
-  rounds). The initial pruning's traffic (the selected client downloads the
-  dense initial model and uploads its pruned model with the mask, once)
-  starts the cumulative counts (`round/cumulative_uplink_bytes`, ...).
-* Not supported: per-client density budgets (PruneFL sizes the global model
-  itself) and differential privacy (masks and dense squared gradients depend
-  on the clients' data outside any noised sum); the registry refuses both.
+1. Objective (`control/algorithm.py`: `main_control`,
+   `architecture_search`): the mask maximises R(M) = (S0 + Σ_{j∈M} s_j) /
+   (c + Σ_{j∈M} t_l), the approximate empirical-risk reduction per unit of
+   round time. Ours: `sparsity.prunefl.reconfigure` (checked against brute
+   force), its TensorFlow copy `sparsity.prunefl_tf` on the server.
+2. Protected core (`process_layer`; `prune_by_pct` in `bases/nn/conv2d.py`,
+   `linear.py`): per layer the live weights outside the smallest-|w| share
+   δ stay; δ = MAX_DEC_DIFF = 0.3 (`configs/*.py`). Same
+   (`prunefl_max_decrease`).
+3. Greedy (`architecture_search`, `utils/heap_queue.py`): the rest, live or
+   not, join by decreasing s/t while that beats R. Same (one sort for their
+   heap; ties by layer, then index).
+4. S0 (`main_control`, `process_layer`): the importance of the
+   non-prunable params and the prunable layers' biases. Same: the dense
+   params'.
+5. Density limit (`--max-density`, `AdaptiveFL.main` in
+   `bases/fl/simulation/adaptive.py`): the greedy stops at the cap. Ours:
+   `sparsity` = S > 0 caps the density at 1 − S (0: no cap), so PruneFL can
+   be compared at S. Theirs tests before adding and may end one weight
+   over; ours stops at it. Their anneal to `--target-density` is not
+   offered.
+6. Initial pruning (`AdaptiveServer.initial_pruning`, IP_* in
+   `configs/*.py`): one client trains the dense model; its accuracy is
+   checked every 10 rounds of 10 steps until it reaches 1.5 / classes; the
+   rule runs at the end of that round and then every 50 rounds (500 steps)
+   on Σ_steps g², g through w ⊙ M; it stops once the density moved by at
+   most 10% five times in a row, or after 1000 rounds. Ours
+   (`prunefl_initial_pruning`): the same in local steps, every k =
+   `prunefl_initial_interval_steps` (500) steps, at most
+   `prunefl_initial_reconfigurations` (20) × k steps. Differences: the
+   client is the one drawn for round 0 (theirs: user 0), and it trains on
+   all of its data, pass after pass, with the clients' optimizer (theirs:
+   10 stored batches of 20, plain SGD).
+7. Federated importance (`AdaptiveClient.main`, `AdaptiveServer.main`):
+   every round each client adds n_k · (Σ_{its steps} g)², g the dense loss
+   gradient at w ⊙ M and n_k its examples, and uploads the sum when the
+   server reconfigures; the server adds the clients' sums. Ours: the same
+   sum over the rounds since the last reconfiguration, but our clients are
+   sampled and stateless: they upload (Σ g)² every round
+   (`templates.client_work.ImportanceUpload`) and the server keeps the sum
+   in its state (`templates.prunefl_finalizer`, checkpointed). So the sum
+   covers the clients sampled in those rounds (theirs: all 10 clients,
+   every round), and the importance travels every round: 4 bytes per
+   kernel weight and 4 for S0 per client, counted in `round/uplink_bytes`
+   (theirs: once per client per R_adj rounds). Their
+   `accumulated_grad[key] = param.grad` aliases the gradient (2 · g_last
+   instead of Σ g on PyTorch < 2); ours is the sum.
+8. Schedule (`AdaptiveFL.check_adj_round`, ADJ_INTERVAL = 50): the first
+   reconfiguration after R_adj rounds, then every R_adj
+   (`rounds_between_readjustments`; `prunefl.is_reconfiguration_round`);
+   their δ halves every ADJ_HALF_LIFE = 10000 rounds, ours stays (0.297
+   instead of 0.3 at round 150).
+9. Aggregation (`AdaptiveServer.main`): the example-weighted mean of the
+   clients' live values; a pruned weight keeps its last server value and a
+   weight that re-enters resumes from it. Same (`dormant` in the
+   finalizer's state); optional server optimizer.
+10. Time model (`configs/*.py`, `main_control`, `est_time` in
+   `AdaptiveServer.main`): t_l = E · COMP_COEFFICIENTS_SINGLE[l] +
+   COMM_COEFFICIENT and c = TIME_CONSTANT = E · SPARSE_TIME, measured on a
+   Raspberry Pi: seconds per live weight per local step of 20 examples
+   (the first conv's is 0 in three of their four configs), the link per
+   weight both ways, the step of the pruned model. Ours
+   (`sparsity.prunefl.TimeModel`): t_l = n · compute_l + (b_up + b_down) /
+   bandwidth, c = overhead + fixed_bytes / bandwidth + n · base, n the
+   examples of a client-round, with `prunefl_time_coefficients`:
+   - measured: a JSON file from `benchmarks/prunefl_time_coefficients.py`,
+     seconds per weight per example of one of our local steps on this
+     machine with the layer's weights present vs absent; base: the step
+     with all absent; overhead default 0; or
+   - 'flops' (default): compute_l = 6 · P_l / `prunefl_compute_gflops`
+     (default 14.4 GFLOP/s, the floor of plain TF training on this 2-core
+     machine, docs/performance.md), base 0, overhead default 1 s (for the
+     mask-independent work; their FEMNIST TIME_CONSTANT is 6.25 s).
+   Differences: TensorFlow runs every kernel densely, so no client of ours
+   saves time on a pruned weight; the measured numbers are what a client
+   whose kernels cost in proportion to their live weights would save (their
+   sparse kernels' premise), found by removing layers. Here the first conv
+   is not free: per weight it costs hundreds of fc1 weights, near its FLOP
+   ratio (benchmarks/prunefl_times/); their 0 belongs to their device and
+   kernels (their timing script is not public). The link is modelled:
+   `prunefl_bandwidth_mbps` (default 1 MB/s, their reference: 8 bytes per
+   weight is 8e-6 s; they measured 5.56e-6), and c also counts what every
+   round sends whatever the mask (dense params both ways, mask bits down);
+   their c has no link term.
+11. Traffic: the importance is counted where it travels (7.); the initial
+   pruning's (the dense model down, the pruned one up with its mask, once)
+   starts the cumulative counts (`round/cumulative_uplink_bytes`, ...).
+12. Local training is the shared setting of our runs (E epochs of a
+   client's data, `client_*`), not theirs (5 steps of 20 examples).
+   Not supported: per-client density budgets (PruneFL sizes the global
+   model itself) and differential privacy (masks and dense squared
+   gradients depend on the clients' data outside any noised sum); the
+   registry refuses both.
 """
 
 from __future__ import annotations
