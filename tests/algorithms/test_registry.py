@@ -1,5 +1,6 @@
 """The algorithm registry: options, defaults, checks, and that each entry builds."""
 
+import json
 import subprocess
 import sys
 
@@ -19,6 +20,8 @@ def resolve(algorithm, rounds=40, **given):
 
 
 def test_choices_equal_the_library_tuples():
+  from tff_feddst.algorithms import prunefl  # pylint: disable=g-import-not-at-top
+  assert registry.PRUNEFL_FLOPS == prunefl.FLOPS
   assert registry.DISTRIBUTIONS == sparsity.DISTRIBUTIONS
   assert registry.SCHEDULES == sparsity.SCHEDULES
   assert registry.UPLOAD_DTYPES == tuple(codec.UPLOAD_DTYPES)
@@ -63,7 +66,15 @@ def test_defaults_by_algorithm_and_context():
     ('prunefl', dict(prunefl_bandwidth_mbps=0.0), 'prunefl_bandwidth_mbps'),
     ('prunefl', dict(prunefl_compute_gflops=-1.0), 'prunefl_compute_gflops'),
     ('prunefl', dict(prunefl_round_overhead=-0.1), 'prunefl_round_overhead'),
-    ('prunefl', dict(prunefl_initial_rounds=0), 'prunefl_initial_rounds'),
+    ('prunefl', dict(prunefl_initial_interval_steps=0),
+     'prunefl_initial_interval_steps must be >= 1'),
+    ('prunefl', dict(prunefl_initial_reconfigurations=0),
+     'prunefl_initial_reconfigurations must be >= 1'),
+    ('prunefl', dict(prunefl_time_coefficients='/nonexistent.json'),
+     'prunefl_time_coefficients must be flops or a file of measured '
+     'coefficients: cannot read /nonexistent.json'),
+    ('prunefl', dict(prunefl_time_coefficients='{"kernel_sizes": [3]}'),
+     'prunefl_time_coefficients .* missing .*base_seconds_per_example'),
     ('prunefl', dict(rounds_between_readjustments=0),
      'rounds_between_readjustments'),
     ('prunefl', dict(readjustment_ratio=0.1), 'readjustment_ratio applies'),
@@ -76,6 +87,38 @@ def test_defaults_by_algorithm_and_context():
 def test_bad_values_are_refused_naming_the_option(algorithm, given, name):
   with pytest.raises(registry.OptionError, match=name):
     resolve(algorithm, **given)
+
+
+MEASURED = {'kernel_sizes': [36 * 12, 12 * 4], 'base_seconds_per_example': 1e-4,
+            'seconds_per_weight_per_example': [0.0, 2e-7], 'batch_size': 8}
+
+
+def test_prunefl_time_defaults_follow_the_time_coefficients(tmp_path):
+  """'flops': 14.4 GFLOP/s and 1 s of overhead; measured: no GFLOP/s, 0 s
+  (the measured base compute stands for it), and the numbers recorded by
+  value, so that a resumed run checks them, not a file's name."""
+  hp = resolve('prunefl')
+  assert (hp['prunefl_time_coefficients'], hp['prunefl_compute_gflops'],
+          hp['prunefl_round_overhead'], hp['prunefl_initial_interval_steps'],
+          hp['prunefl_initial_reconfigurations']) == ('flops', 14.4, 1.0, 500,
+                                                      20)
+  path = tmp_path / 'times.json'
+  path.write_text(json.dumps(MEASURED))
+  hp = resolve('prunefl', prunefl_time_coefficients=str(path))
+  assert hp['prunefl_compute_gflops'] is None
+  assert hp['prunefl_round_overhead'] == 0.0
+  assert json.loads(hp['prunefl_time_coefficients']) == {
+      k: v for k, v in MEASURED.items() if k != 'batch_size'}
+  # The recorded text resolves to itself (a resumed run compares equal).
+  assert resolve('prunefl', prunefl_time_coefficients=hp[
+      'prunefl_time_coefficients'])['prunefl_time_coefficients'] == hp[
+          'prunefl_time_coefficients']
+  with pytest.raises(registry.OptionError,
+                     match='prunefl_compute_gflops applies only with '
+                     'prunefl_time_coefficients=flops'):
+    resolve('prunefl', prunefl_time_coefficients=str(path),
+            prunefl_compute_gflops=2.0)
+  assert resolve('feddst')['prunefl_time_coefficients'] is None
 
 
 @pytest.mark.parametrize('algorithm', sorted(registry.ALGORITHMS))

@@ -16,7 +16,8 @@ PRUNEFL_FLAGS = [
     '--dataset=digits', '--model=mlp', '--total_clients=10',
     '--clients_per_round=3', '--rounds=3', '--client_epochs=1',
     '--batch_size=16', '--client_learning_rate=0.05', '--sparsity=0.7',
-    '--rounds_between_readjustments=1', '--prunefl_initial_rounds=10',
+    '--rounds_between_readjustments=1', '--prunefl_initial_interval_steps=20',
+    '--prunefl_initial_reconfigurations=10',
     '--eval_every=1', '--checkpoint_every=1', '--seed=3',
     '--algorithm=prunefl',
 ]
@@ -35,10 +36,13 @@ def test_prunefl_run_resumes_exactly(tmp_path):
   full_rows = read_rows(full_dir)
   assert without_wall_clock(read_rows(resumed_dir)) == without_wall_clock(
       full_rows)
-  # Rounds 2 and 3 reconfigure (R_adj = 1) and upload the importance.
+  # Rounds 2 and 3 reconfigure (R_adj = 1); every round's 3 clients upload
+  # their importance, 4 bytes per kernel weight of the MLP (64·64 + 64·10).
   assert [r['finalizer/reconfigured'] for r in full_rows] == ['0', '1', '1']
   uplink = [int(r['round/uplink_bytes']) for r in full_rows]
-  assert uplink[1] > uplink[0]  # + the importance of 3 clients.
+  assert all(u > 3 * (4 * (64 * 64 + 64 * 10) + 4) for u in uplink)
+  assert [r['finalizer/importance_client_rounds'] for r in full_rows] == [
+      '3', '6', '3']
   assert all(float(r['density/total']) <= 0.3 + 1e-6 for r in full_rows)
   full_weights, _ = program.load_model_weights(full_dir)
   resumed_weights, _ = program.load_model_weights(resumed_dir)
@@ -52,8 +56,11 @@ def test_prunefl_run_resumes_exactly(tmp_path):
      '--prunefl_max_decrease must be in [0, 1), got 1.0'),
     (['--algorithm=prunefl', '--prunefl_bandwidth_mbps=0'],
      '--prunefl_bandwidth_mbps must be > 0, got 0.0'),
-    (['--algorithm=prunefl', '--prunefl_initial_rounds=0'],
-     '--prunefl_initial_rounds must be >= 1, got 0'),
+    (['--algorithm=prunefl', '--prunefl_initial_interval_steps=0'],
+     '--prunefl_initial_interval_steps must be >= 1, got 0'),
+    (['--algorithm=prunefl', '--prunefl_time_coefficients=/nonexistent.json'],
+     '--prunefl_time_coefficients must be flops or a file of measured '
+     'coefficients: cannot read /nonexistent.json'),
     (['--algorithm=feddst', '--prunefl_round_overhead=2'],
      '--prunefl_round_overhead applies only to --algorithm prunefl'),
     (['--algorithm=prunefl', '--client_density_budgets=0.1:1'],

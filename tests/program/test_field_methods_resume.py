@@ -35,7 +35,9 @@ def rows(root):
 @pytest.mark.parametrize('algorithm', ['flash_spdst', 'flash_jmwst',
                                        'sparsyfed', 'prunefl'])
 def test_cut_back_run_resumes_exactly(federated, algorithm, tmp_path):
-  """PruneFL reconfigures in rounds 2 and 3 (R_adj = 1), after the cut."""
+  """PruneFL reconfigures in rounds 2 and 3 (R_adj = 1), after the cut; its
+  round-2 reconfiguration sums the importance of rounds 1 and 2, so the sum
+  of round 1 must come back from the checkpoint."""
   model_fn = models.get_model_fn('mlp', federated.input_shape,
                                  federated.num_classes)
   hp = registry.resolve(algorithm, {'sparsity': 0.8, 'client_epochs': 2},
@@ -64,6 +66,9 @@ def test_cut_back_run_resumes_exactly(federated, algorithm, tmp_path):
   resumed = train(cut)
   assert resumed.rounds_completed == 3
   assert rows(cut) == rows(tmp_path / 'full')
+  if algorithm == 'prunefl':
+    assert [r['finalizer/importance_client_rounds'] for r in rows(cut)] == [
+        '3', '6', '3']
   for a, b in zip(tf.nest.flatten(full.state.global_model_weights),
                   tf.nest.flatten(resumed.state.global_model_weights)):
     np.testing.assert_array_equal(a, b)

@@ -3,14 +3,16 @@
 `(<(), ImportanceUpload@CLIENTS, float32@CLIENTS> -> <(), ImportanceSums@SERVER, M@SERVER>)`
 
 The sparse payload goes into `masked_mean`'s sums unchanged. The importance
-(Σ_steps g)², which clients upload only on reconfiguration rounds
+(Σ_steps g)², which clients upload every round
 (`templates.client_work.ImportanceUpload`), is summed weighted by each
 client's examples processed n_k — PruneFL's aggregation: the authors'
 clients multiply their squared gradient sum by n_k and the server adds them
-up (jiangyuang/PruneFL, `AdaptiveClient.main`, `AdaptiveServer.main`). Only
-its ratios to the time model matter, so it is not normalized. A client left
-out of the masked sums (NaN/Inf or over the norm bound), or whose importance
-is not finite, adds no importance.
+up (jiangyuang/PruneFL, `AdaptiveClient.main`, `AdaptiveServer.main`); the
+rounds' sums are added up until a reconfiguration by the finalizer
+(`templates.prunefl_finalizer`). Only its ratios to the time model matter,
+so it is not normalized. A client left out of the masked sums (NaN/Inf or
+over the norm bound), or whose importance is not finite, adds no
+importance.
 """
 
 from __future__ import annotations
@@ -46,13 +48,11 @@ def zero_sums(layout: ModelLayout) -> ImportanceSums:
 def accumulate(layout: ModelLayout, acc: ImportanceSums, upload, weight,
                norm_bound: float) -> ImportanceSums:
   """Adds one client's upload (`ImportanceUpload`) with its weight n_k."""
-  sent = tf.size(upload.base_importance) > 0
   finite = tf.reduce_all(tf.stack(
       [tf.reduce_all(tf.math.is_finite(t))
        for t in list(upload.importance) + [upload.base_importance]]))
-  usable = tf.logical_and(
+  take = tf.logical_and(
       masked_mean.is_usable(upload.payload, norm_bound), finite)
-  take = tf.logical_and(sent, usable)
   w = tf.where(take, tf.cast(weight, tf.float32), 0.0)
 
   def scaled(t, n):

@@ -2,73 +2,114 @@
 
 Jiang, Wang, Valls, Ko, Lee, Leung, Tassiulas. "Model Pruning Enables
 Efficient Federated Learning on Edge Devices." IEEE TNNLS 2022, arXiv
-1909.12326. Read from the abstract and both public codes: the authors'
-(jiangyuang/PruneFL: `control/algorithm.py`, `bases/fl/simulation/
-adaptive.py`, `configs/*.py`) and FedDST's reimplementation
-(bibikar/feddst: `prunefl.py`, `models.PrunableNet.prunefl_readjust`); the
-paper's method section could not be retrieved (memo:
-docs/notes/field_methods.md §1). Our own implementation, on the FedDST
-components (sparse distributor and wire format, masked client work, masked
-sums) plus an importance upload and a PruneFL finalizer.
+1909.12326. Read from the abstract and the authors' code (jiangyuang/PruneFL
+at d3f38c4, configs at 0ae1715); the paper's method section could not be
+retrieved, and FedDST's reimplementation (bibikar/feddst `prunefl.py`)
+differs from the authors' (memo: docs/notes/field_methods.md §1). Our own
+implementation, on the FedDST components (sparse distributor and wire
+format, masked client work, masked sums) plus an importance upload and a
+PruneFL finalizer.
 
-The method: the mask M maximises R(M) = (S0 + Σ_{j∈M} s_j) / (c + Σ_{j∈M} t_l),
-the approximate empirical-risk reduction per unit of round time, over the
-masks that keep each layer's live weights outside its smallest-|w| share δ
-(`sparsity.prunefl`).
+The authors' rules, point by point (their files), and ours:
 
-1. Initial pruning on one selected client (`prunefl_initial_pruning`): it
-   trains the dense model and reconfigures until the density settles; the
-   process starts from its model and mask.
-2. Federated training: clients train on the global mask (masked local SGD,
-   FedDST's client with α = 0). Every R_adj rounds (`rounds_between_
-   readjustments`; the first after R_adj rounds) the clients also upload,
-   densely, s = (Σ_steps g)² for every kernel weight, live or not, and the
-   dense params' sum (S0); the server sums them weighted by the examples each
-   client processed and reconfigures the mask on the new weights
-   (`templates.prunefl_finalizer`).
-
-Choices (and where the codes differ):
-* Importance in federated rounds: (Σ_{local steps} g)² · n_k summed over
-  clients, n_k the examples processed: the authors' `AdaptiveClient.main`
-  (and its S0 from the dense params and biases). FedDST's code squares the
-  clients' unweighted mean of the *last* mini-batch gradient instead. Our
-  clients are stateless (TFF samples them), so they sum over the local steps
-  of the reconfiguration round only; the authors' ten persistent clients
-  also add up the rounds since the last reconfiguration.
-* Gradients are dense, taken at w ⊙ M (a pruned weight's gradient at 0), so
-  pruned weights can re-enter; they restart from their last server value
-  (the authors' server keeps it; FedDST's restarts them at 0).
-* The rule is the authors' (`sparsity.prunefl`: protected magnitude core,
-  greedy s/t order). FedDST's code has no core and sorts by s; with its
-  `prunable_params` floor its phase 2 is close to dense.
-* δ = `prunefl_max_decrease` (0.3, the authors' MAX_DEC_DIFF), constant (the
-  authors halve it every 10000 rounds).
-* Time model (`sparsity.prunefl.TimeModel`): the authors measure t_l and c on
-  a Raspberry Pi. We compute t_l = 6·P_l·n / compute + (b_up + b_down) /
-  bandwidth, with compute = `prunefl_compute_gflops` (default 14.4, the
-  measured floor of plain TensorFlow training on this project's 2-core
-  machine, docs/performance.md), bandwidth = `prunefl_bandwidth_mbps` MB/s
-  (default 1, the authors' reference link), n = the contributing clients'
-  mean examples processed in the round; c = `prunefl_round_overhead` seconds
-  (default 1; the authors measured 6.25 s per FEMNIST round) + the bytes
-  every round moves whatever the mask (dense params both ways, the mask
-  bits down) / bandwidth.
-* `sparsity` > 0 caps the density at 1 − S (the authors' optional
-  `--max-density`, constant), so PruneFL can be compared with the other
-  methods at S; 0 (default): no cap, the size is PruneFL's choice.
-* Uplink: the importance is counted where it travels (`round/uplink_bytes`:
-  4 bytes per kernel weight and 4 for S0 per client on reconfiguration
-  rounds). The initial pruning's traffic (the selected client downloads the
-  dense initial model and uploads its pruned model with the mask, once)
-  starts the cumulative counts (`round/cumulative_uplink_bytes`, ...).
-* Not supported: per-client density budgets (PruneFL sizes the global model
-  itself) and differential privacy (masks and dense squared gradients depend
-  on the clients' data outside any noised sum); the registry refuses both.
+1. Objective (`control/algorithm.py`: `main_control`,
+   `architecture_search`): the mask maximises R(M) = (S0 + Σ_{j∈M} s_j) /
+   (c + Σ_{j∈M} t_l), the approximate empirical-risk reduction per unit of
+   round time. Ours: `sparsity.prunefl.reconfigure` (checked against brute
+   force), its TensorFlow copy `sparsity.prunefl_tf` on the server.
+2. Protected core (`process_layer`; `prune_by_pct` in `bases/nn/conv2d.py`,
+   `linear.py`): per layer the live weights outside the smallest-|w| share
+   δ stay; δ = MAX_DEC_DIFF = 0.3 (`configs/*.py`). Same
+   (`prunefl_max_decrease`).
+3. Greedy (`architecture_search`, `utils/heap_queue.py`): the rest, live or
+   not, join by decreasing s/t while that beats R. Same (one sort for their
+   heap; ties by layer, then index).
+4. S0 (`main_control`, `process_layer`): the importance of the
+   non-prunable params and the prunable layers' biases. Same: the dense
+   params'.
+5. Density limit (`--max-density`, `AdaptiveFL.main` in
+   `bases/fl/simulation/adaptive.py`): the greedy stops at the cap. Ours:
+   `sparsity` = S > 0 caps the density at 1 − S (0: no cap), so PruneFL can
+   be compared at S. Theirs tests before adding and may end one weight
+   over; ours stops at it. Their anneal to `--target-density` is not
+   offered.
+6. Initial pruning (`AdaptiveServer.initial_pruning`, IP_* in
+   `configs/*.py`): one client trains the dense model; its accuracy is
+   checked every 10 rounds of 10 steps until it reaches 1.5 / classes; the
+   rule runs at the end of that round and then every 50 rounds (500 steps)
+   on Σ_steps g², g through w ⊙ M; it stops once the density moved by at
+   most 10% five times in a row, or after 1000 rounds. Ours
+   (`prunefl_initial_pruning`): the same in local steps, every k =
+   `prunefl_initial_interval_steps` (500) steps, at most
+   `prunefl_initial_reconfigurations` (20) × k steps. Differences: the
+   client is the one drawn for round 0 (theirs: user 0), and it trains on
+   all of its data, pass after pass, with the clients' optimizer (theirs:
+   10 stored batches of 20, plain SGD).
+7. Federated importance (`AdaptiveClient.main`, `AdaptiveServer.main`):
+   every round each client adds n_k · (Σ_{its steps} g)², g the dense loss
+   gradient at w ⊙ M and n_k its examples, and uploads the sum when the
+   server reconfigures; the server adds the clients' sums. Ours: the same
+   sum over the rounds since the last reconfiguration, but our clients are
+   sampled and stateless: they upload (Σ g)² every round
+   (`templates.client_work.ImportanceUpload`) and the server keeps the sum
+   in its state (`templates.prunefl_finalizer`, checkpointed). So the sum
+   covers the clients sampled in those rounds (theirs: all 10 clients,
+   every round), and the importance travels every round: 4 bytes per
+   kernel weight and 4 for S0 per client, counted in `round/uplink_bytes`
+   (theirs: once per client per R_adj rounds). Their
+   `accumulated_grad[key] = param.grad` aliases the gradient (2 · g_last
+   instead of Σ g on PyTorch < 2); ours is the sum.
+8. Schedule (`AdaptiveFL.check_adj_round`, ADJ_INTERVAL = 50): the first
+   reconfiguration after R_adj rounds, then every R_adj
+   (`rounds_between_readjustments`; `prunefl.is_reconfiguration_round`);
+   their δ halves every ADJ_HALF_LIFE = 10000 rounds, ours stays (0.297
+   instead of 0.3 at round 150).
+9. Aggregation (`AdaptiveServer.main`): the example-weighted mean of the
+   clients' live values; a pruned weight keeps its last server value and a
+   weight that re-enters resumes from it. Same (`dormant` in the
+   finalizer's state); optional server optimizer.
+10. Time model (`configs/*.py`, `main_control`, `est_time` in
+   `AdaptiveServer.main`): t_l = E · COMP_COEFFICIENTS_SINGLE[l] +
+   COMM_COEFFICIENT and c = TIME_CONSTANT = E · SPARSE_TIME, measured on a
+   Raspberry Pi: seconds per live weight per local step of 20 examples
+   (the first conv's is 0 in three of their four configs), the link per
+   weight both ways, the step of the pruned model. Ours
+   (`sparsity.prunefl.TimeModel`): t_l = n · compute_l + (b_up + b_down) /
+   bandwidth, c = overhead + fixed_bytes / bandwidth + n · base, n the
+   examples of a client-round, with `prunefl_time_coefficients`:
+   - measured: a JSON file from `benchmarks/prunefl_time_coefficients.py`,
+     seconds per weight per example of one of our local steps on this
+     machine with the layer's weights present vs absent; base: the step
+     with all absent; overhead default 0; or
+   - 'flops' (default): compute_l = 6 · P_l / `prunefl_compute_gflops`
+     (default 14.4 GFLOP/s, the floor of plain TF training on this 2-core
+     machine, docs/performance.md), base 0, overhead default 1 s (for the
+     mask-independent work; their FEMNIST TIME_CONSTANT is 6.25 s).
+   Differences: TensorFlow runs every kernel densely, so no client of ours
+   saves time on a pruned weight; the measured numbers are what a client
+   whose kernels cost in proportion to their live weights would save (their
+   sparse kernels' premise), found by removing layers. Here the first conv
+   is not free: per weight it costs hundreds of fc1 weights, near its FLOP
+   ratio (benchmarks/prunefl_times/); their 0 belongs to their device and
+   kernels (their timing script is not public). The link is modelled:
+   `prunefl_bandwidth_mbps` (default 1 MB/s, their reference: 8 bytes per
+   weight is 8e-6 s; they measured 5.56e-6), and c also counts what every
+   round sends whatever the mask (dense params both ways, mask bits down);
+   their c has no link term.
+11. Traffic: the importance is counted where it travels (7.); the initial
+   pruning's (the dense model down, the pruned one up with its mask, once)
+   starts the cumulative counts (`round/cumulative_uplink_bytes`, ...).
+12. Local training is the shared setting of our runs (E epochs of a
+   client's data, `client_*`), not theirs (5 steps of 20 examples).
+   Not supported: per-client density budgets (PruneFL sizes the global
+   model itself) and differential privacy (masks and dense squared
+   gradients depend on the clients' data outside any noised sum); the
+   registry refuses both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -88,10 +129,13 @@ from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import packed_state
 from tff_feddst.templates import prunefl_finalizer
 
+FLOPS = 'flops'  # The FLOP-derived compute times (`prunefl_time_coefficients`).
 DEFAULT_BANDWIDTH_MBPS = 1.0
 DEFAULT_COMPUTE_GFLOPS = 14.4
+# The round time besides the modelled parts: with 'flops' 1 s stands for the
+# compute no mask changes; measured coefficients measure that part.
 DEFAULT_ROUND_OVERHEAD = 1.0
-DEFAULT_INITIAL_ROUNDS = 20
+MEASURED_ROUND_OVERHEAD = 0.0
 
 
 def build_weighted_prunefl(
@@ -106,10 +150,14 @@ def build_weighted_prunefl(
     sparsity: float = 0.0,
     rounds_between_readjustments: int = 50,
     prunefl_max_decrease: float = prunefl.DEFAULT_MAX_DECREASE,
+    prunefl_time_coefficients: str | Mapping[str, Any] = FLOPS,
     prunefl_bandwidth_mbps: float = DEFAULT_BANDWIDTH_MBPS,
-    prunefl_compute_gflops: float = DEFAULT_COMPUTE_GFLOPS,
-    prunefl_round_overhead: float = DEFAULT_ROUND_OVERHEAD,
-    prunefl_initial_rounds: int = DEFAULT_INITIAL_ROUNDS,
+    prunefl_compute_gflops: float | None = None,
+    prunefl_round_overhead: float | None = None,
+    prunefl_initial_interval_steps: int = (
+        prunefl.DEFAULT_INITIAL_INTERVAL_STEPS),
+    prunefl_initial_reconfigurations: int = (
+        prunefl.DEFAULT_INITIAL_RECONFIGURATIONS),
     seed: int | None = None,
     client_epochs: int = 1,
     client_weight_decay: float = 0.0,
@@ -138,11 +186,20 @@ def build_weighted_prunefl(
     rounds_between_readjustments: R_adj, rounds between reconfigurations.
     prunefl_max_decrease: δ in [0, 1), the share of a layer's live weights a
       reconfiguration may drop (smallest |w| first).
+    prunefl_time_coefficients: the per-layer compute seconds of the time
+      model: 'flops' (from FLOPs at `prunefl_compute_gflops`), or measured
+      (`benchmarks/prunefl_time_coefficients.py`): its JSON file's path, text
+      or mapping (`sparsity.prunefl.load_measured_compute`).
     prunefl_bandwidth_mbps: the modelled client link, MB/s (> 0).
-    prunefl_compute_gflops: the modelled client training rate, GFLOP/s (> 0).
-    prunefl_round_overhead: the modelled fixed time of a round, s (>= 0).
-    prunefl_initial_rounds: rounds of local training at most in the initial
-      pruning (>= 1).
+    prunefl_compute_gflops: with 'flops', the modelled client training
+      rate, GFLOP/s (> 0; None: 14.4); measured: must be None.
+    prunefl_round_overhead: the modelled fixed time of a round besides the
+      link and the measured compute, s (>= 0; None: 1 with 'flops', 0
+      measured).
+    prunefl_initial_interval_steps: k, the initial pruning's local steps
+      between reconfigurations (>= 1; the authors' 500).
+    prunefl_initial_reconfigurations: at most this many in the initial
+      pruning, which trains at most this many × k local steps (>= 1).
     seed: seeds the init.
     client_epochs: E, local epochs.
     client_weight_decay: coupled L2 λ (g + λ w).
@@ -170,12 +227,16 @@ def _check_args(a) -> None:
        'in [0, 1)', a['prunefl_max_decrease']),
       (a['prunefl_bandwidth_mbps'] > 0, 'prunefl_bandwidth_mbps', '> 0',
        a['prunefl_bandwidth_mbps']),
-      (a['prunefl_compute_gflops'] > 0, 'prunefl_compute_gflops', '> 0',
-       a['prunefl_compute_gflops']),
-      (a['prunefl_round_overhead'] >= 0, 'prunefl_round_overhead', '>= 0',
-       a['prunefl_round_overhead']),
-      (a['prunefl_initial_rounds'] >= 1, 'prunefl_initial_rounds', '>= 1',
-       a['prunefl_initial_rounds']),
+      (a['prunefl_compute_gflops'] is None or a['prunefl_compute_gflops'] > 0,
+       'prunefl_compute_gflops', '> 0', a['prunefl_compute_gflops']),
+      (a['prunefl_round_overhead'] is None or a['prunefl_round_overhead'] >= 0,
+       'prunefl_round_overhead', '>= 0', a['prunefl_round_overhead']),
+      (a['prunefl_initial_interval_steps'] >= 1,
+       'prunefl_initial_interval_steps', '>= 1',
+       a['prunefl_initial_interval_steps']),
+      (a['prunefl_initial_reconfigurations'] >= 1,
+       'prunefl_initial_reconfigurations', '>= 1',
+       a['prunefl_initial_reconfigurations']),
       (a['client_epochs'] >= 1, 'client_epochs', '>= 1', a['client_epochs']),
       (a['client_weight_decay'] >= 0.0, 'client_weight_decay', '>= 0',
        a['client_weight_decay']),
@@ -193,20 +254,57 @@ def _check_args(a) -> None:
         'seed=seed)`).')
 
 
+def time_options(a: Mapping[str, Any]) -> tuple[Any, float | None, float]:
+  """(measured compute or None for 'flops', GFLOP/s or None, overhead) of the
+  builder's arguments, defaults filled in; ValueError naming the argument."""
+  value = a['prunefl_time_coefficients']
+  if isinstance(value, str) and value == FLOPS:
+    return (None, _or(a['prunefl_compute_gflops'], DEFAULT_COMPUTE_GFLOPS),
+            _or(a['prunefl_round_overhead'], DEFAULT_ROUND_OVERHEAD))
+  try:
+    measured = prunefl.load_measured_compute(value)
+  except ValueError as e:
+    raise ValueError(f'prunefl_time_coefficients: {e}') from None
+  if a['prunefl_compute_gflops'] is not None:
+    raise ValueError("prunefl_compute_gflops applies only with "
+                     "prunefl_time_coefficients='flops' (measured "
+                     'coefficients give the compute times).')
+  return (measured, None, _or(a['prunefl_round_overhead'],
+                              MEASURED_ROUND_OVERHEAD))
+
+
+def _or(value, default):
+  return default if value is None else value
+
+
 def time_model(layout: layout_lib.ModelLayout, *, upload_bytes: int,
-               bandwidth_mbps: float, compute_gflops: float,
-               overhead_seconds: float) -> prunefl.TimeModel:
-  """The round-time model of `layout`'s model (`sparsity.prunefl.TimeModel`);
+               bandwidth_mbps: float, overhead_seconds: float,
+               compute_gflops: float | None = None,
+               measured: prunefl.MeasuredCompute | None = None
+               ) -> prunefl.TimeModel:
+  """The round-time model of `layout`'s model (`sparsity.prunefl.TimeModel`):
+  compute times `measured`, or from FLOPs at `compute_gflops` (None given);
   `upload_bytes` per uploaded value (the downlink sends float32)."""
   dense = sum(int(np.prod(s.shape)) for s in layout.dense_specs)
   mask_bytes = sum((n + 7) // 8 for n in layout.kernel_sizes)
+  if measured is None:
+    compute = prunefl.flop_compute_seconds(layout.output_positions,
+                                           compute_gflops * 1e9)
+    base = 0.0
+  else:
+    if tuple(measured.kernel_sizes) != tuple(layout.kernel_sizes):
+      raise ValueError(
+          'prunefl_time_coefficients were measured for kernels of sizes '
+          f'{list(measured.kernel_sizes)}; this model has '
+          f'{list(layout.kernel_sizes)}.')
+    compute, base = measured.seconds_per_weight, measured.base_seconds
   return prunefl.TimeModel(
-      flops_per_example=tuple(6.0 * p for p in layout.output_positions),
+      compute_seconds=tuple(compute),
       bytes_per_weight=float(upload_bytes + 4),
       fixed_bytes=float(dense * (upload_bytes + 4) + mask_bytes),
-      compute_flops=compute_gflops * 1e9,
       bandwidth_bytes=bandwidth_mbps * 1e6,
-      overhead_seconds=overhead_seconds)
+      overhead_seconds=float(overhead_seconds),
+      base_compute_seconds=float(base))
 
 
 def _num_classes(model: tf.keras.Model) -> int | None:
@@ -259,6 +357,7 @@ def build_prunefl_components(
   a = feddst.bind_arguments(build_weighted_prunefl, 'build_prunefl_components',
                             model_fn, kwargs)
   _check_args(a)
+  measured, gflops, overhead = time_options(a)
   upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
   client_optimizer, server_optimizer = feddst.checked_optimizers(a)
 
@@ -273,14 +372,15 @@ def build_prunefl_components(
                  [v.numpy() for v in wrapped.non_trainable_weights])
   times = time_model(layout, upload_bytes=upload_tf_dtype.size,
                      bandwidth_mbps=a['prunefl_bandwidth_mbps'],
-                     compute_gflops=a['prunefl_compute_gflops'],
-                     overhead_seconds=a['prunefl_round_overhead'])
+                     overhead_seconds=overhead, compute_gflops=gflops,
+                     measured=measured)
   start = prunefl_initial_pruning.run(
       wrapped, model, layout, a['initial_client_data'],
       optimizer=client_optimizer, epochs=a['client_epochs'],
       weight_decay=a['client_weight_decay'], time_model=times,
       max_decrease=a['prunefl_max_decrease'], max_live=max_live,
-      max_rounds=a['prunefl_initial_rounds'],
+      interval_steps=a['prunefl_initial_interval_steps'],
+      max_reconfigurations=a['prunefl_initial_reconfigurations'],
       num_classes=_num_classes(wrapped))
   trainable, non_trainable = start.trainable, start.non_trainable
   initial_bytes = _initial_pruning_bytes(layout, dense_start, start,

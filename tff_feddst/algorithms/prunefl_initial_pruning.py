@@ -7,23 +7,27 @@ reconfiguration rule (`sparsity.prunefl.reconfigure`) until the model size
 settles; federated learning then starts from that client's model and mask.
 
 As the authors' code does it (jiangyuang/PruneFL,
-`AdaptiveServer.initial_pruning`), and where we differ:
+`AdaptiveServer.initial_pruning`, `configs/*.py`), and where we differ:
 * Importance: Σ over the steps since the last reconfiguration of g², the
   squared loss gradient of each step, taken through w ⊙ M, so a pruned weight
   has none and never returns in this phase (the authors' layers multiply by
   the mask in the forward pass). S0 = the same sum over the dense params.
-* Reconfigurations start once the client's training accuracy reaches 1.5 /
-  classes, and the phase stops when the density moved by at most 10% at each
-  of five reconfigurations in a row (`prunefl.initial_pruning_settled`), or
-  after `max_rounds` rounds; δ is constant.
-* A round here is one federated round's worth of the client's local work:
-  E epochs over its whole dataset with the client optimizer (state reset each
-  round, as in federated rounds), weight decay, and the mask applied after
-  every step; the rule runs after every round once started. (The authors:
-  one plain-SGD step on each of 10 stored batches per round, a
-  reconfiguration every 50 rounds, at most 1000 rounds.) The time model is
-  evaluated for a federated round of this client (its examples processed per
-  round).
+* Cadence, in local steps (`prunefl.is_initial_reconfiguration_step`): the
+  client's training accuracy is checked every 100 steps until it reaches
+  1.5 / classes; the rule first runs 10 steps later, then every k =
+  `interval_steps` steps (default 500); the phase stops when the density
+  moved by at most 10% at each of five reconfigurations in a row
+  (`prunefl.initial_pruning_settled`), or after `max_reconfigurations` × k
+  steps (default 20 × 500), so at most that many reconfigurations; δ is
+  constant. Theirs: rounds of one plain-SGD step on each of 10 stored
+  batches of 20, the accuracy every 10 rounds, the rule every 50 rounds,
+  at most 1000 rounds.
+* A step is the clients' local step: a batch of the client's data (all of
+  it, pass after pass, not 10 stored batches), the client optimizer (one
+  state for the whole phase, as their one optimizer), weight decay, and the
+  mask applied after every step. The time model is evaluated for a
+  federated round of this client (E epochs of its data); theirs is the
+  federated rounds' too (`TIME_CONSTANT`, E · coefficients).
 * The density cap (`max_live`), when set, applies here too, so federated
   training starts within it as far as the protected core allows.
 * It runs in Python on the building machine, not in TFF: it involves one
@@ -54,15 +58,15 @@ class InitialPruning(NamedTuple):
     dormant_kernels: per kernel, the value each pruned weight had when it
       was pruned (live entries: their current value).
     densities: the density after each reconfiguration.
-    rounds: rounds of local training run.
-    first_reconfiguration: the round (from 0) after which the rule first ran
-      (None: the accuracy threshold was never reached).
+    steps: local steps trained.
+    first_reconfiguration: the step after which the rule first ran (None:
+      the accuracy threshold was never reached).
   """
   trainable: list[np.ndarray]
   non_trainable: list[np.ndarray]
   dormant_kernels: list[np.ndarray]
   densities: list[float]
-  rounds: int
+  steps: int
   first_reconfiguration: int | None
 
 
@@ -74,8 +78,8 @@ def _labels(batch):
 def run(wrapped: tf.keras.Model, model: Any, layout: ModelLayout,
         data: tf.data.Dataset, *, optimizer, epochs: int,
         weight_decay: float, time_model: prunefl.TimeModel,
-        max_decrease: float, max_live: int | None, max_rounds: int,
-        num_classes: int | None) -> InitialPruning:
+        max_decrease: float, max_live: int | None, interval_steps: int,
+        max_reconfigurations: int, num_classes: int | None) -> InitialPruning:
   """Initial pruning of `wrapped` (TF-MOT-wrapped, masks all ones) in place.
 
   Args:
@@ -84,13 +88,15 @@ def run(wrapped: tf.keras.Model, model: Any, layout: ModelLayout,
     layout: where the kernels and masks sit.
     data: the selected client's batched (shuffled) training data.
     optimizer: the client `tff.learning.optimizers.Optimizer`.
-    epochs, weight_decay: the clients' local training.
+    epochs: the clients' local epochs (the time model's round).
+    weight_decay: the clients' coupled L2.
     time_model: t_l and c.
     max_decrease: δ.
     max_live: the cap on live weights (None: none).
-    max_rounds: rounds of local training at most.
-    num_classes: for the accuracy threshold (None: reconfigure from the first
-      round on).
+    interval_steps: k, local steps between reconfigurations.
+    max_reconfigurations: at most this many; the phase trains at most this
+      many × k local steps.
+    num_classes: for the accuracy threshold (None: start at once).
   """
   trainable = list(wrapped.trainable_weights)
   non_trainable = list(wrapped.non_trainable_weights)
@@ -100,11 +106,12 @@ def run(wrapped: tf.keras.Model, model: Any, layout: ModelLayout,
   squares = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
              for v in trainable]
   specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
+  batches = iter(data.repeat())  # One pass after another, as it shuffles.
 
   @tf.function
-  def train_round():
-    def step(state, batch):
-      examples, opt_state = state
+  def train_steps(n, opt_state):
+    for _ in tf.range(n):
+      batch = batches.get_next()
       with tf.GradientTape() as tape:
         loss = model.forward_pass(batch, training=True).loss
       grads = tape.gradient(loss, trainable)
@@ -119,10 +126,7 @@ def run(wrapped: tf.keras.Model, model: Any, layout: ModelLayout,
                                           tuple(grads))
       for i, (v, u) in enumerate(zip(trainable, updated)):
         v.assign(u * mask_of[i] if i in mask_of else u)
-      return examples + tf.size(_labels(batch), tf.int64), opt_state
-
-    return data.repeat(epochs).reduce(
-        (tf.constant(0, tf.int64), optimizer.initialize(specs)), step)[0]
+    return opt_state
 
   @tf.function
   def accuracy():
@@ -137,17 +141,27 @@ def run(wrapped: tf.keras.Model, model: Any, layout: ModelLayout,
     return tf.cast(right, tf.float64) / tf.cast(tf.maximum(total, 1),
                                                  tf.float64)
 
+  # The time model is a federated round's: E epochs of this client's data.
+  examples = epochs * int(data.reduce(
+      tf.constant(0, tf.int64), lambda n, b: n + tf.size(_labels(b),
+                                                         tf.int64)))
   threshold = (prunefl.START_ACCURACY_FACTOR / num_classes
                if num_classes else 0.0)
   dormant = [k.numpy() for k in kernels]
-  densities, started, rounds = [], None, 0
+  opt_state = optimizer.initialize(specs)  # One optimizer for the phase.
+  densities, started, steps = [], None, 0
+  limit = max_reconfigurations * interval_steps
   total = float(sum(layout.kernel_sizes))
-  for r in range(max_rounds):
-    if started is None and float(accuracy()) >= threshold:
-      started = r
-    examples = int(train_round())
-    rounds = r + 1
-    if started is None:
+  while steps < limit:
+    if (started is None and steps % prunefl.INITIAL_CHECK_STEPS == 0 and
+        float(accuracy()) >= threshold):
+      started = steps
+    target = min(prunefl.next_initial_event(steps, started, interval_steps),
+                 limit)
+    opt_state = train_steps(tf.constant(target - steps, tf.int64), opt_state)
+    steps = target
+    if not prunefl.is_initial_reconfiguration_step(steps, started,
+                                                   interval_steps):
       continue
     weights = [k.numpy() for k in kernels]
     old = [m.numpy() > 0 for m in masks]
@@ -155,8 +169,9 @@ def run(wrapped: tf.keras.Model, model: Any, layout: ModelLayout,
     new = prunefl.reconfigure(
         weights, old, [s.numpy().astype(np.float64)
                        for s in (squares[i] for i in layout.kernel_index)],
-        time_model.layer_times(examples), base_time=time_model.base_time,
-        max_decrease=max_decrease, base_importance=float(sum(
+        time_model.layer_times(examples),
+        base_time=time_model.base_time(examples), max_decrease=max_decrease,
+        base_importance=float(sum(
             np.sum(squares[i].numpy(), dtype=np.float64)
             for i in range(len(trainable)) if i not in mask_of)),
         max_live=max_live)
@@ -166,10 +181,12 @@ def run(wrapped: tf.keras.Model, model: Any, layout: ModelLayout,
     for s in squares:
       s.assign(tf.zeros_like(s))
     densities.append(sum(int(n.sum()) for n in new) / total)
-    logging.info('PruneFL initial pruning, round %d: density %.4f', r,
+    logging.info('PruneFL initial pruning, step %d: density %.4f', steps,
                  densities[-1])
     if prunefl.initial_pruning_settled(densities):
       break
+  first = (None if started is None or not densities else
+           started + prunefl.INITIAL_ROUND_STEPS)
   return InitialPruning(
       [v.numpy() for v in trainable], [v.numpy() for v in non_trainable],
-      dormant, densities, rounds, started)
+      dormant, densities, steps, first)

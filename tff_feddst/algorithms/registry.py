@@ -22,6 +22,7 @@ from typing import Any
 DISTRIBUTIONS = ('uniform', 'er', 'erk', 'feddst_erk')
 SCHEDULES = ('cosine', 'constant')
 UPLOAD_DTYPES = ('float32', 'bfloat16', 'float16')
+PRUNEFL_FLOPS = 'flops'  # algorithms.prunefl.FLOPS
 
 
 class OptionError(ValueError):
@@ -147,21 +148,39 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "δ, PruneFL's max decrease: the share of each layer's live weights "
            'a reconfiguration may drop, smallest |w| first (the authors\' '
            '0.3).', _within(0, 1, hi_open=True), 'in [0, 1)'),
+    Option('prunefl_time_coefficients', str, PRUNEFL_FLOPS,
+           "The per-layer compute seconds of PruneFL's round-time model: "
+           f"'{PRUNEFL_FLOPS}' (6·FLOPs per weight per example at "
+           '--prunefl_compute_gflops), or the JSON file of measured ones '
+           'that benchmarks/prunefl_time_coefficients.py writes (the '
+           "authors' per-layer coefficients; recorded in hparams.json by "
+           'value).'),
     Option('prunefl_bandwidth_mbps', float, 1.0,
            "The client link of PruneFL's round-time model, MB/s.",
            _within(0, None, lo_open=True), '> 0'),
-    Option('prunefl_compute_gflops', float, 14.4,
-           "The client training rate of PruneFL's round-time model, GFLOP/s "
-           "(default: this project's measured floor, docs/performance.md).",
+    Option('prunefl_compute_gflops', float,
+           lambda ctx: (14.4 if ctx['prunefl_time_coefficients'] ==
+                        PRUNEFL_FLOPS else None),
+           "With --prunefl_time_coefficients=flops, the client training rate "
+           "of PruneFL's round-time model, GFLOP/s (default: this project's "
+           'measured floor, docs/performance.md).',
            _within(0, None, lo_open=True), '> 0'),
-    Option('prunefl_round_overhead', float, 1.0,
+    Option('prunefl_round_overhead', float,
+           lambda ctx: (1.0 if ctx['prunefl_time_coefficients'] ==
+                        PRUNEFL_FLOPS else 0.0),
            "The fixed seconds of a round in PruneFL's round-time model "
-           '(besides the dense params and mask bits on the link).',
+           '(besides the dense params and mask bits on the link, and the '
+           'measured mask-independent compute); default 1 with flops, 0 '
+           'with measured coefficients.',
            _within(0, None), '>= 0'),
-    Option('prunefl_initial_rounds', int, 20,
-           "At most this many rounds of local training in PruneFL's initial "
-           'pruning on one client (it stops earlier once the density '
-           'settles).', _within(1, None), '>= 1'),
+    Option('prunefl_initial_interval_steps', int, 500,
+           "k: PruneFL's initial pruning on one client reconfigures every k "
+           "local steps (the authors' 50 rounds of 10 steps).",
+           _within(1, None), '>= 1'),
+    Option('prunefl_initial_reconfigurations', int, 20,
+           "At most this many reconfigurations in PruneFL's initial pruning: "
+           'it trains at most this many × k local steps, and stops earlier '
+           'once the density settles.', _within(1, None), '>= 1'),
     # FedProx clients.
     Option('prox_mu', float, 1.0, 'FedProx μ (the reference uses 1).',
            _within(0, None, lo_open=True), '> 0', off=0.0),
@@ -253,6 +272,16 @@ def _flash_refusal(hp: Mapping[str, Any]) -> str | None:
   return _no_dp('FLASH', 'their DST')(hp)
 
 
+def _prunefl_refusal(hp: Mapping[str, Any]) -> str | None:
+  if (hp['prunefl_time_coefficients'] != PRUNEFL_FLOPS and
+      hp['prunefl_compute_gflops'] is not None):
+    return ('--prunefl_compute_gflops applies only with '
+            f'--prunefl_time_coefficients={PRUNEFL_FLOPS} (measured '
+            'coefficients give the compute times).')
+  return _no_dp('--algorithm=prunefl', 'their dense squared gradients, '
+                'which choose the mask')(hp)
+
+
 _BASELINES = 'tff_feddst.algorithms.baselines'
 ALGORITHMS: dict[str, AlgorithmConfig] = {a.name: a for a in (
     AlgorithmConfig('feddst', 'FedDST (Bibikar et al., AAAI 2022).', _FEDDST,
@@ -282,14 +311,14 @@ ALGORITHMS: dict[str, AlgorithmConfig] = {a.name: a for a in (
                     '1 - S (0: no cap).',
                     'tff_feddst.algorithms.prunefl:build_weighted_prunefl',
                     ('sparsity', 'rounds_between_readjustments',
-                     'prunefl_max_decrease', 'prunefl_bandwidth_mbps',
-                     'prunefl_compute_gflops', 'prunefl_round_overhead',
-                     'prunefl_initial_rounds'),
+                     'prunefl_max_decrease', 'prunefl_time_coefficients',
+                     'prunefl_bandwidth_mbps', 'prunefl_compute_gflops',
+                     'prunefl_round_overhead',
+                     'prunefl_initial_interval_steps',
+                     'prunefl_initial_reconfigurations'),
                     defaults={'sparsity': 0.0},
                     # Budgets: not taken (PruneFL sizes the model itself).
-                    refuse=_no_dp('--algorithm=prunefl',
-                                  'their dense squared gradients, which '
-                                  'choose the mask'),
+                    refuse=_prunefl_refusal,
                     initial_client=True),
     AlgorithmConfig('sparsyfed',
                     'SparsyFed (Guastella et al., ICLR 2025): '
@@ -377,7 +406,23 @@ def resolve(algorithm: str, given: Mapping[str, Any], *,
     raise OptionError(refusal.replace('--', flag_prefix))
   if resolved['client_density_budgets'] is not None:
     resolved['client_density_budgets'] = _budgets_text(resolved, flag_prefix)
+  if resolved['prunefl_time_coefficients'] not in (None, PRUNEFL_FLOPS):
+    resolved['prunefl_time_coefficients'] = _time_coefficients_text(
+        resolved['prunefl_time_coefficients'], flag_prefix)
   return resolved
+
+
+def _time_coefficients_text(value: str, flag_prefix: str) -> str:
+  """The measured coefficients as canonical JSON text, so that hparams.json
+  records (and a resumed run checks) the numbers, not a file that may
+  change; or OptionError saying what is wrong."""
+  from tff_feddst.sparsity import prunefl  # pylint: disable=g-import-not-at-top
+  try:
+    return prunefl.load_measured_compute(value).to_text()
+  except ValueError as e:
+    raise OptionError(f'{flag_prefix}prunefl_time_coefficients must be '
+                      f'{PRUNEFL_FLOPS} or a file of measured coefficients: '
+                      f'{e}') from None
 
 
 def _budgets_text(hp: Mapping[str, Any], flag_prefix: str) -> str:

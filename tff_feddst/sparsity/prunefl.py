@@ -23,8 +23,10 @@ authors' code the greedy then stops at the cap, which keeps the best-ratio
 candidates but is not the exact maximum of R under a cardinality limit.
 
 The same module holds the rest of PruneFL's arithmetic that needs no
-TensorFlow: when a reconfiguration happens (`is_reconfiguration_round`), the
-round-time model that gives t_l and c (`TimeModel`), and when the initial
+TensorFlow: when a reconfiguration happens (`is_reconfiguration_round`; in
+the initial pruning `is_initial_reconfiguration_step`), the round-time model
+that gives t_l and c (`TimeModel`, with measured per-layer compute
+seconds, `MeasuredCompute`, or FLOP-derived ones), and when the initial
 pruning on one client has settled (`initial_pruning_settled`). The server's
 copy of `reconfigure` in TensorFlow (TFF runs graphs, not Python) is
 `sparsity.prunefl_tf`, tested equal to this one.
@@ -34,8 +36,10 @@ Pure numpy (no TensorFlow), so the rule is tested against brute force.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import dataclasses
+import json
+import math
 
 import numpy as np
 
@@ -47,6 +51,14 @@ DEFAULT_MAX_DECREASE = 0.3
 SETTLED_CHANGE = 0.1
 SETTLED_COUNT = 5
 START_ACCURACY_FACTOR = 1.5
+# The initial pruning in local steps (`initial_pruning`): a round is one step
+# on each of IP_DATA_BATCH = 10 stored batches, the accuracy is checked every
+# EVAL_DISP_INTERVAL = 10 rounds, and the rule runs every IP_ADJ_INTERVAL =
+# 50 rounds (500 steps) for at most IP_MAX_ROUNDS = 1000 rounds (20 times).
+INITIAL_ROUND_STEPS = 10
+INITIAL_CHECK_STEPS = 100
+DEFAULT_INITIAL_INTERVAL_STEPS = 500
+DEFAULT_INITIAL_RECONFIGURATIONS = 20
 
 
 def protected_core(weights: np.ndarray, mask: np.ndarray,
@@ -164,52 +176,158 @@ def initial_pruning_settled(densities: Sequence[float], *,
   return all(abs(b / a - 1.0) <= change for a, b in zip(tail, tail[1:]))
 
 
+def is_initial_reconfiguration_step(step: int, started: int | None,
+                                    interval: int) -> bool:
+  """Whether the initial pruning reconfigures after local step `step` (from
+  1), the accuracy threshold having been seen after `started` steps (None:
+  not yet).
+
+  As the authors' `initial_pruning`, in steps: the first reconfiguration
+  ends the round (INITIAL_ROUND_STEPS steps) that starts with the passing
+  check, then one every `interval` steps (theirs: IP_ADJ_INTERVAL = 50
+  rounds of 10 steps).
+  """
+  if started is None:
+    return False
+  since = step - started - INITIAL_ROUND_STEPS
+  return since >= 0 and since % interval == 0
+
+
+def next_initial_event(step: int, started: int | None, interval: int) -> int:
+  """The step after which the initial pruning next acts: the next accuracy
+  check (not started) or the next reconfiguration (started)."""
+  if started is None:
+    return (step // INITIAL_CHECK_STEPS + 1) * INITIAL_CHECK_STEPS
+  first = started + INITIAL_ROUND_STEPS
+  if step < first:
+    return first
+  return first + ((step - first) // interval + 1) * interval
+
+
 @dataclasses.dataclass(frozen=True)
 class TimeModel:
-  """The time of one FL round on a client: c + Σ_l t_l · live_l.
+  """The time of one FL round on a client: c + Σ_l t_l · live_l, with
 
-  PruneFL measures t_l (seconds per live weight of layer l per round) and c
-  on the device (the authors' `COMP_COEFFICIENTS`, `COMM_COEFFICIENT`,
-  `TIME_CONSTANT`). Without a device we model them:
+      t_l = n · compute_l + bytes_per_weight / bandwidth
+      c   = overhead + fixed_bytes / bandwidth + n · base_compute
 
-      t_l = 6 · P_l · n / compute + (b_up + b_down) / bandwidth
-      c   = overhead + fixed_bytes / bandwidth
-
-  6 · P_l: training FLOPs per live weight per example (forward multiply-add
-  = 2 FLOPs at each of the P_l output positions the kernel is applied at,
-  backward twice that; the `round/client_flops` count); n: the examples a
-  client processes in the round; b_up, b_down: bytes of one live value up
-  (the upload dtype) and down (float32) — the authors' communication
-  coefficient also counts both directions; fixed_bytes: what every round
+  n: the examples a client processes in the round. compute_l: the seconds
+  one live weight of kernel l adds per example processed, the analogue of
+  the authors' per-layer `COMP_COEFFICIENTS_SINGLE` (seconds per weight per
+  local step of 20 examples on their device; a round has E steps, and the
+  first convolution costs 0 in three of their four configs). base_compute:
+  the seconds per example no mask changes (their `TIME_CONSTANT` = E ·
+  `SPARSE_TIME`, the step time of the pruned model). bytes_per_weight: b_up
+  + b_down, one live value up (the upload dtype) and down (float32), as
+  their `COMM_COEFFICIENT` counts both ways; fixed_bytes: what every round
   sends whatever the mask (dense params both ways, the packed mask down).
 
-  Attributes:
-    flops_per_example: 6 · P_l per kernel.
-    bytes_per_weight: b_up + b_down.
-    fixed_bytes: bytes per round that do not depend on the mask.
-    compute_flops: the client's training rate, FLOP/s.
-    bandwidth_bytes: the client's link, bytes/s.
-    overhead_seconds: the fixed time of a round besides `fixed_bytes`.
+  compute_l comes from `algorithms.prunefl`: measured on this machine
+  (`MeasuredCompute`, `benchmarks/prunefl_time_coefficients.py`), or 'flops'
+  (`flop_compute_seconds`).
   """
-  flops_per_example: tuple[float, ...]
+  compute_seconds: tuple[float, ...]
   bytes_per_weight: float
   fixed_bytes: float
-  compute_flops: float
   bandwidth_bytes: float
   overhead_seconds: float
+  base_compute_seconds: float = 0.0
 
   def layer_times(self, examples) -> list:
     """t_l for a round of `examples` examples (a number or a scalar tensor)."""
     comm = self.bytes_per_weight / self.bandwidth_bytes
-    return [f * examples / self.compute_flops + comm
-            for f in self.flops_per_example]
+    return [c * examples + comm for c in self.compute_seconds]
 
-  @property
-  def base_time(self) -> float:
-    """c, seconds."""
-    return self.overhead_seconds + self.fixed_bytes / self.bandwidth_bytes
+  def base_time(self, examples):
+    """c, seconds, for a round of `examples` examples."""
+    return (self.overhead_seconds + self.fixed_bytes / self.bandwidth_bytes +
+            self.base_compute_seconds * examples)
 
-  def round_time(self, live_counts: Sequence[int], examples) -> float:
+  def round_time(self, live_counts: Sequence[int], examples):
     """The modelled seconds of a round with these live counts."""
-    return self.base_time + sum(
+    return self.base_time(examples) + sum(
         t * n for t, n in zip(self.layer_times(examples), live_counts))
+
+
+def flop_compute_seconds(output_positions: Sequence[int],
+                         compute_flops: float) -> tuple[float, ...]:
+  """The 'flops' time model: compute_l = 6 · P_l / compute_flops.
+
+  6 · P_l: training FLOPs per live weight per example (forward multiply-add
+  = 2 FLOPs at each of the P_l output positions the kernel is applied at,
+  backward twice that; the `round/client_flops` count); compute_flops: the
+  client's training rate, FLOP/s. Its base compute is 0.
+  """
+  return tuple(6.0 * p / compute_flops for p in output_positions)
+
+
+_MEASURED_KEYS = ('kernel_sizes', 'seconds_per_weight_per_example',
+                  'base_seconds_per_example')
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasuredCompute:
+  """Per-kernel compute seconds measured on a machine: what
+  `benchmarks/prunefl_time_coefficients.py` writes (its other keys describe
+  the measurement).
+
+  Attributes:
+    kernel_sizes: the weights of each prunable kernel measured (a model
+      check: they must equal the layout's).
+    seconds_per_weight: compute_l, per live weight per example.
+    base_seconds: the mask-independent seconds per example.
+  """
+  kernel_sizes: tuple[int, ...]
+  seconds_per_weight: tuple[float, ...]
+  base_seconds: float
+
+  def to_text(self) -> str:
+    """Canonical JSON of the numbers (what hparams.json records)."""
+    return json.dumps(dict(zip(_MEASURED_KEYS, (
+        list(self.kernel_sizes), list(self.seconds_per_weight),
+        self.base_seconds))), sort_keys=True, separators=(',', ':'))
+
+
+def load_measured_compute(value) -> MeasuredCompute:
+  """A `MeasuredCompute` from a mapping, JSON text ('{...}') or a JSON file's
+  path; ValueError saying what is wrong."""
+  if isinstance(value, MeasuredCompute):
+    return value
+  where = 'the measured coefficients'
+  if isinstance(value, str):
+    if value.lstrip().startswith('{'):
+      text = value
+    else:
+      where = value
+      try:
+        with open(value, encoding='utf-8') as f:
+          text = f.read()
+      except OSError as e:
+        raise ValueError(f'cannot read {value}: {e.strerror or e}') from None
+    try:
+      value = json.loads(text)
+    except ValueError as e:
+      raise ValueError(f'{where} is not JSON: {e}') from None
+  if not isinstance(value, Mapping):
+    raise ValueError(f'{where} must be a JSON object.')
+  missing = [k for k in _MEASURED_KEYS if k not in value]
+  if missing:
+    raise ValueError(f'{where}: missing {", ".join(missing)} (written by '
+                     'benchmarks/prunefl_time_coefficients.py).')
+  sizes, seconds, base = (value[k] for k in _MEASURED_KEYS)
+
+  def number(x):
+    return (isinstance(x, (int, float)) and not isinstance(x, bool) and
+            math.isfinite(x) and x >= 0)
+
+  if not (isinstance(sizes, list) and isinstance(seconds, list) and
+          sizes and len(sizes) == len(seconds)):
+    raise ValueError(f'{where}: kernel_sizes and seconds_per_weight_per_'
+                     'example must be lists of one entry per kernel.')
+  if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+             for n in sizes):
+    raise ValueError(f'{where}: kernel_sizes must be integers > 0.')
+  if not (all(number(x) for x in seconds) and number(base)):
+    raise ValueError(f'{where}: the seconds must be finite numbers >= 0.')
+  return MeasuredCompute(tuple(sizes), tuple(float(x) for x in seconds),
+                         float(base))

@@ -35,12 +35,12 @@ from `sparsity.flash.client_schedule`.
 
 With `ReadjustmentConfig.prunefl_interval` (PruneFL, `algorithms.prunefl`)
 clients never change their mask; they sum the dense loss gradient of every
-trainable param over their local steps, and on PruneFL's reconfiguration
-rounds (`sparsity.prunefl.is_reconfiguration_round`) upload its square
+trainable param over their local steps, and upload its square every round
 besides the sparse payload (`ImportanceUpload`): per kernel weight, live or
-not, densely; for the dense params only the sum (PruneFL's S0). Other rounds
-upload empty importance tensors, so the uplink counts the importance
-exactly when it travels.
+not, densely; for the dense params only the sum (PruneFL's S0). The server
+adds them up until its next reconfiguration (`templates.prunefl_finalizer`):
+the authors' clients keep that sum themselves, ours are sampled and keep
+nothing, so the uplink counts the importance every round.
 
 The server-side state counts rounds (which drive α_r) and the cumulative bytes.
 """
@@ -85,15 +85,13 @@ class ReadjustmentConfig:
   # random, after every local epoch but the last; the fields above unused.
   flash: flash_lib.ClientDST | None = None
   # PruneFL's reconfiguration interval R_adj: clients keep their mask and
-  # upload squared summed gradients every R_adj rounds (module doc); the
-  # fields above unused.
+  # upload squared summed gradients (module doc); the fields above unused.
   prunefl_interval: int | None = None
 
 
 class ImportanceUpload(NamedTuple):
-  """A PruneFL client's upload: the sparse payload, and on reconfiguration
-  rounds (Σ_steps g)² per kernel weight (flat, float32; empty otherwise) and
-  the sum of (Σ_steps g)² over the dense params (shape [1]; [0] otherwise)."""
+  """A PruneFL client's upload: the sparse payload, (Σ_steps g)² per kernel
+  weight (flat, float32) and its sum over the dense params (shape [1])."""
   payload: codec.SparsePayload
   importance: list[Any]
   base_importance: Any
@@ -431,21 +429,18 @@ class _ClientTrainer:
       mask_var.assign(mask)
       kernel.assign(kernel * mask)
 
-  def _with_importance(self, payload, memory_state, readjust):
-    """The payload plus PruneFL's importance on reconfiguration rounds
-    (`ImportanceUpload`): (Σ_steps g)², unweighted (the aggregator weights
-    by the examples processed)."""
+  def _with_importance(self, payload, memory_state):
+    """The payload plus PruneFL's importance (`ImportanceUpload`):
+    (Σ_steps g)², unweighted (the aggregator weights by the examples
+    processed)."""
     squares = [tf.square(g) for g in self.memory.summed(memory_state)]
     kernel_index = set(self.layout.kernel_index)
-    importance = [tf.cond(readjust, lambda s=squares[i]: tf.reshape(s, [-1]),
-                          lambda: tf.zeros([0], tf.float32))
+    importance = [tf.reshape(squares[i], [-1])
                   for i in self.layout.kernel_index]
     dense = [tf.reduce_sum(s) for i, s in enumerate(squares)
              if i not in kernel_index]
     base = tf.add_n(dense) if dense else tf.constant(0.0)
-    base = tf.cond(readjust, lambda: tf.reshape(base, [1]),
-                   lambda: tf.zeros([0], tf.float32))
-    return ImportanceUpload(payload, importance, base)
+    return ImportanceUpload(payload, importance, tf.reshape(base, [1]))
 
   # Encode and count.
   def _stats(self, payload, upload, start_masks, hamming, num_examples):
@@ -503,7 +498,7 @@ class _ClientTrainer:
     upload = codec.encode(kernels, masks, dense, send_masks=hamming > 0,
                           dtype=self.training.upload_dtype)
     if self.prunefl:
-      upload = self._with_importance(upload, memory_state, readjust)
+      upload = self._with_importance(upload, memory_state)
     stats = self._stats(payload, upload, start_masks, hamming, num_examples)
     if budget is not None:
       stats['budget'] = self._budget_stats(budget, counts,
