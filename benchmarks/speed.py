@@ -58,7 +58,8 @@ _CONCURRENCY = flags.DEFINE_integer(
     lower_bound=0)
 
 
-def _client_dataset(index: int, examples: int, batch_size: int = 32):
+def client_dataset(index: int, examples: int, batch_size: int = 32):
+  """Client `index`'s seeded synthetic 28x28 images, batched."""
   rng = np.random.default_rng(index)
   y = rng.integers(0, 10, examples).astype(np.int32)
   x = rng.random((examples, 28, 28, 1), dtype=np.float32) * 0.5
@@ -67,7 +68,8 @@ def _client_dataset(index: int, examples: int, batch_size: int = 32):
       collections.OrderedDict(x=x, y=y)).batch(batch_size)
 
 
-def _build(config, spec):
+def build_process(config, spec):
+  """Stock TFF FedAvg, or ours at config['sparsity'], for `config`."""
   loss_fn = lambda: tf.keras.losses.SparseCategoricalCrossentropy(
       from_logits=True)
   metrics_fn = lambda: [tf.keras.metrics.SparseCategoricalAccuracy()]
@@ -123,12 +125,12 @@ def run_child(config) -> dict:
   def sample(r):
     ids = np.random.default_rng([0, r]).choice(
         config['total_clients'], config['clients'], replace=False)
-    data = [_client_dataset(int(i), config['examples']) for i in ids]
+    data = [client_dataset(int(i), config['examples']) for i in ids]
     # Stock TFF trains one pass over what it is given; epochs via repeat.
     return [d.repeat(config['epochs']) for d in data] if stock else data
 
   start = time.perf_counter()
-  process = _build(config, _client_dataset(0, 2).element_spec)
+  process = build_process(config, client_dataset(0, 2).element_spec)
   build_s = time.perf_counter() - start
   state = process.initialize()
   times = {'readjust': [], 'plain': []}
@@ -192,16 +194,16 @@ def run_paired(config) -> dict:
       max_concurrent_calls=config.get('worker_concurrency'),
       intra_op_threads=config.get('worker_intra_op_threads'),
   ).local_workers[0].process.pid]
-  spec = _client_dataset(0, 2).element_spec
+  spec = client_dataset(0, 2).element_spec
   runs = {}
   for name, s in PAIRED:
-    process = _build(dict(config, algorithm=name, sparsity=s), spec)
+    process = build_process(dict(config, algorithm=name, sparsity=s), spec)
     runs[name] = dict(process=process, state=process.initialize(), times=[],
                       cpu=[], readjusted=[])
   for r in range(config['rounds'] + 1):
     ids = np.random.default_rng([0, r]).choice(
         config['total_clients'], config['clients'], replace=False)
-    data = [_client_dataset(int(i), config['examples']) for i in ids]
+    data = [client_dataset(int(i), config['examples']) for i in ids]
     order = list(runs)[r % 3:] + list(runs)[:r % 3]
     for name in order:
       run = runs[name]
