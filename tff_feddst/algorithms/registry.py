@@ -17,11 +17,8 @@ import dataclasses
 import importlib
 from typing import Any
 
-# Kept equal to the library's own tuples by tests/algorithms/test_registry.py
-# (importing them here would load TensorFlow).
-DISTRIBUTIONS = ('uniform', 'er', 'erk', 'feddst_erk')
-SCHEDULES = ('cosine', 'constant')
-UPLOAD_DTYPES = ('float32', 'bfloat16', 'float16')
+from tff_feddst import choices
+
 
 
 class OptionError(ValueError):
@@ -90,7 +87,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            _within(0, 1, hi_open=True), 'in [0, 1)'),
     Option('upload_dtype', str, 'float32',
            'Type of the uploaded values (16 bits halve their bytes).',
-           choices=UPLOAD_DTYPES),
+           choices=choices.UPLOAD_DTYPES),
     Option('client_jit_compile', bool, None,
            'XLA-compile each client training step; default off (slower for '
            'the paper CNN on a 2-core CPU: docs/performance.md).'),
@@ -98,7 +95,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option('sparsity', float, 0.8, 'S, global sparsity of the prunable '
            'kernels.', _within(0, 1, hi_open=True), 'in [0, 1)', off=0.0),
     Option('sparsity_distribution', str, 'feddst_erk',
-           'How S is spread over layers.', choices=DISTRIBUTIONS),
+           'How S is spread over layers.', choices=choices.SPARSITY_DISTRIBUTIONS),
     Option('min_votes', int, 0, 'Client votes a weight needs to enter the '
            'union mask.', _within(0, None), '>= 0'),
     Option('final_sparsity', float, None,
@@ -121,7 +118,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            'R_end, no readjustment from this round on; default rounds // 2, '
            'as the reference.', _within(0, None), '>= 0'),
     Option('readjustment_schedule', str, 'cosine', 'Decay of α over rounds.',
-           choices=SCHEDULES),
+           choices=choices.READJUSTMENT_SCHEDULES),
     Option('readjust_after_epoch', int, lambda ctx: ctx['client_epochs'],
            'k: clients readjust after local epoch k and train the remaining '
            'epochs on the new mask; default: after the last epoch.',
