@@ -5,6 +5,7 @@ the Python process (`ru_maxrss` of the child) and its TFF worker (reaped by the
 runtime, so it shows in the child's RUSAGE_CHILDREN).
 
   uv run python benchmarks/speed.py --mode=compare   # the paper CNN, 20 clients
+  uv run python benchmarks/speed.py --mode=workers   # 1, 2, 4 local workers
   uv run python benchmarks/speed.py --mode=scale     # clients per round x total
 
 Data are seeded synthetic images generated per sampled client on demand, so
@@ -45,6 +46,10 @@ _SCALE_CLIENTS = flags.DEFINE_list('scale_clients_per_round',
                                    ['10', '20', '50', '100'], 'scale: rows.')
 _SCALE_TOTALS = flags.DEFINE_list('scale_total_clients', ['400', '3400'],
                                   'scale: columns.')
+_MEMORY = flags.DEFINE_bool('memory', True, 'compare: also measure each '
+                            "configuration's peak RSS, in a process of its own.")
+_WORKER_COUNTS = flags.DEFINE_list('worker_counts', ['1', '2', '4'],
+                                   'workers: rows (local workers).')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: run one config (JSON).')
 _OUT = flags.DEFINE_string('output', None, 'Also append JSON lines here.')
 _INTRA_OP = flags.DEFINE_integer(
@@ -266,10 +271,12 @@ def compare():
   paired = _spawn(dict(base, paired=True))
   _emit(paired)
   # Peak memory needs one process per configuration.
+  unmeasured = dict(python_peak_rss_mb='—', worker_peak_rss_mb='—')
   memory = {a: _spawn(dict(base, algorithm=a, sparsity=s, rounds=2))
-            for a, s in PAIRED}
-  for row in memory.values():
-    _emit(row)
+            if _MEMORY.value else unmeasured for a, s in PAIRED}
+  if _MEMORY.value:
+    for row in memory.values():
+      _emit(row)
   print('\n| run | median s/round | non-readjusting | readjusting | '
         'first round s | median ratio to stock | CPU s/round | CPU ratio to '
         'stock | python RSS MB | worker RSS MB |')
@@ -301,11 +308,12 @@ def scale():
 
 
 def workers_table():
-  """FedDST round time with 1, 2 and 4 local workers (the mergeable context)."""
+  """FedDST round time with --worker_counts local workers (the mergeable
+  context)."""
   print('| workers | median s/round | CPU s/round (all processes) | '
         'python RSS MB |')
   print('|---|---|---|---|')
-  for n in (1, 2, 4):
+  for n in map(int, _WORKER_COUNTS.value):
     row = _spawn(dict(algorithm='feddst', sparsity=0.8, rounds=_ROUNDS.value,
                       clients=_CLIENTS.value, examples=_EXAMPLES.value,
                       epochs=_EPOCHS.value, total_clients=400, workers=n))
