@@ -106,8 +106,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            'Per-client density budgets as density:fraction pairs, e.g. '
            '0.05:0.3,0.1:0.3,0.2:0.4: each client gets one (by --seed) and '
            'trains and uploads at most that share of the weights, the '
-           'largest |w| of the global mask per layer (README); default: '
-           'every client keeps the global mask.'),
+           'largest |w| of the global mask per layer (docs/algorithms.md); '
+           'default: every client keeps the global mask.'),
     # Algorithms that readjust masks.
     Option('readjustment_ratio', float, 0.05, 'α, fraction of live weights '
            'readjusted.', _within(0, 1), 'in [0, 1]', off=0.0),
