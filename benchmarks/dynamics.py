@@ -13,8 +13,9 @@ from their checkpoints, so this can be stopped and restarted at any time:
 
 Settings run in order (S=0.95 seed 0, S=0.95 seed 1, S=0.9 seed 0);
 `--settings` picks some. `--report` writes docs/dynamics.md and, in
-docs/dynamics/<setting>/, its plots from whatever has finished. Every variant is evaluated every 5
-rounds. Data: `apt-get install dataset-fashion-mnist` (or --data_dir).
+docs/dynamics/<setting>/, its plots from whatever has finished. Every
+variant is evaluated every 5 rounds. Data: `apt-get install
+dataset-fashion-mnist` (or --data_dir).
 """
 
 from __future__ import annotations

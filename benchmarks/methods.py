@@ -14,9 +14,9 @@ a `launchers/train.py` run directory that resumes from its checkpoints; a
 complete run returns at once. --report copies each finished run's records into
 docs/methods/<seed>/runs/<variant>/ (commit them): a run found there is not
 run again, so the study survives a new machine one finished run at a time,
-and the page regenerates from them alone. Plots go to docs/methods/<seed>/. Every
-variant's flags are checked against the algorithm registry before the first
-run starts.
+and the page regenerates from them alone. Plots go to docs/methods/<seed>/.
+Every variant's flags are checked against the algorithm registry before the
+first run starts.
 """
 
 from __future__ import annotations

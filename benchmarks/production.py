@@ -356,12 +356,13 @@ def report() -> None:
       '100 MB of uplink; `mean last third`: mean over the evaluations of the '
       'last third of rounds.', '', *_warm_start_section(), '',
       '### Differential privacy', '',
-      'DP-FedAvg on a fixed mask. Fashion-MNIST, 400 clients, Dirichlet β=0.1, 100 '
-      'clients per round, 1 local epoch, SGD lr 0.01 momentum 0.9, L2 1e-3, '
-      f'{DP_ROUNDS} rounds, seed 0; RandomMask at S=0.8 and dense FedAvg at '
-      'noise multipliers 0 / 0.5 / 1.0 with one fixed clip; ε from '
-      '`dp_accounting` (RDP, Poisson-sampled Gaussian at rate 100/400) at '
-      'δ = 1/400. Training metrics are released without privacy.', '',
+      'DP-FedAvg on a fixed mask. Fashion-MNIST, 400 clients, Dirichlet '
+      'β=0.1, 100 clients per round, 1 local epoch, SGD lr 0.01 momentum '
+      f'0.9, L2 1e-3, {DP_ROUNDS} rounds, seed 0; RandomMask at S=0.8 and '
+      'dense FedAvg at noise multipliers 0 / 0.5 / 1.0 with one fixed '
+      'clip; ε from `dp_accounting` (RDP, Poisson-sampled Gaussian at rate '
+      '100/400) at δ = 1/400. Training metrics are released without '
+      'privacy.', '',
       *_dp_section(), '',
       '### Commands', '', '```', _commands(), '```'])
   print(report_lib.write_doc(os.path.join(_DOCS.value, 'production.md'), text))

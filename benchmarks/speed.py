@@ -46,8 +46,9 @@ _SCALE_CLIENTS = flags.DEFINE_list('scale_clients_per_round',
                                    ['10', '20', '50', '100'], 'scale: rows.')
 _SCALE_TOTALS = flags.DEFINE_list('scale_total_clients', ['400', '3400'],
                                   'scale: columns.')
-_MEMORY = flags.DEFINE_bool('memory', True, 'compare: also measure each '
-                            "configuration's peak RSS, in a process of its own.")
+_MEMORY = flags.DEFINE_bool(
+    'memory', True, "compare: also measure each configuration's peak RSS, in "
+    'a process of its own.')
 _WORKER_COUNTS = flags.DEFINE_list('worker_counts', ['1', '2', '4'],
                                    'workers: rows (local workers).')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: run one config (JSON).')

@@ -2,13 +2,14 @@
 
 Every SparsyFed training step finds, for each pruned layer's input, the k-th
 largest |x| (a `tf.sort` in `models.powerprop.prune_activations`). This times
-ways to find it, swapping `prune_activations` for a copy with each: (a) alone, on inputs the size of the paper CNN's layers' at
-batch 32, and (b) inside one SparsyFed client's training — the powerprop paper
-CNN (β = 1.25), its initial kernels globally pruned to S = 0.9, 150 examples ×
-10 epochs, batch 32, SGD lr 0.01 momentum 0.9, one tf.function, no TFF —
-interleaved so that noise hits all alike. `tf.sort`, `tf.math.top_k` and the
-radix select find the same threshold; `none` (a constant threshold, not
-SparsyFed) is the training without the selection's cost.
+ways to find it, swapping `prune_activations` for a copy with each: (a) alone,
+on inputs the size of the paper CNN's layers' at batch 32, and (b) inside one
+SparsyFed client's training — the powerprop paper CNN (β = 1.25), its initial
+kernels globally pruned to S = 0.9, 150 examples × 10 epochs, batch 32, SGD lr
+0.01 momentum 0.9, one tf.function, no TFF — interleaved so that noise hits
+all alike. `tf.sort`, `tf.math.top_k` and the radix select find the same
+threshold; `none` (a constant threshold, not SparsyFed) is the training
+without the selection's cost.
 
   uv run python experiments/sparsyfed_select.py --repetitions=5
 """

@@ -1,7 +1,8 @@
 """benchmarks/production.py --report against hand-made runs: the TFRecord
 row-for-row check, the warm-start table (first round at the target, best
-accuracy within 100 MB, last-third mean), the kept introduction and notes. (A child process: the
-script's absl flags would clash with the in-process launchers.)"""
+accuracy within 100 MB, last-third mean), the kept introduction and notes.
+(A child process: the script's absl flags would clash with the in-process
+launchers.)"""
 
 import json
 from pathlib import Path

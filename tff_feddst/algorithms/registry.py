@@ -95,7 +95,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option('sparsity', float, 0.8, 'S, global sparsity of the prunable '
            'kernels.', _within(0, 1, hi_open=True), 'in [0, 1)', off=0.0),
     Option('sparsity_distribution', str, 'feddst_erk',
-           'How S is spread over layers.', choices=choices.SPARSITY_DISTRIBUTIONS),
+           'How S is spread over layers.',
+           choices=choices.SPARSITY_DISTRIBUTIONS),
     Option('min_votes', int, 0, 'Client votes a weight needs to enter the '
            'union mask.', _within(0, None), '>= 0'),
     Option('final_sparsity', float, None,
