@@ -1,8 +1,10 @@
-"""What the study drivers (reproduce.py, dynamics.py) share: reading runs' CSVs
-and writing a doc whose hand-written part below a marker survives regeneration."""
+"""What the study drivers (reproduce.py, dynamics.py, methods.py,
+production.py) share: reading runs' CSVs, printing their commands, and writing
+a doc whose hand-written part below a marker survives regeneration."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import csv
 import os
 import subprocess
@@ -14,6 +16,7 @@ from tff_feddst.program import metrics
 from tff_feddst.program import paths
 
 NOTES_MARKER = '<!-- Everything below this line is kept by --report. -->'
+INTRO_MARKER = '<!-- Everything above this line is kept by --report. -->'
 # The paper's Fashion-MNIST federation and client settings (launcher flags).
 PAPER_FLAGS = ('--dataset=fashion_mnist', '--total_clients=400', '--beta=0.1',
                '--clients_per_round=20', '--client_epochs=10',
@@ -48,6 +51,21 @@ def archive_run(run_dir: str, archive_dir: str) -> None:
     paths.write_atomic(dst, src.read_bytes())
 
 
+def shown_command(args: list[str], repo: str,
+                  roots: Mapping[str, str]) -> str:
+  """A launcher command as the docs print it: `uv run python` and the script
+  relative to `repo`, every path under a run root (a key of `roots`) shown
+  under its stand-in (e.g. runs/methods), so that a page does not depend on
+  where the runs were kept."""
+  shown = []
+  for arg in args[2:]:
+    for actual, stand_in in sorted(roots.items(), key=lambda r: -len(r[0])):
+      if actual and actual.rstrip('/') != stand_in:
+        arg = arg.replace(actual.rstrip('/'), stand_in)
+    shown.append(arg)
+  return ' '.join(['uv run python', os.path.relpath(args[1], repo), *shown])
+
+
 def value(row, key):
   """A float cell, None when empty or NaN."""
   text = row.get(key, '')
@@ -61,14 +79,18 @@ def fmt(v) -> str:
 
 
 def write_doc(path: str, generated: str) -> str:
-  """Writes `generated` + the marker + the notes kept from `path`, atomically."""
-  notes = ''
+  """Writes `generated` between the hand-written parts kept from `path`,
+  atomically: an introduction above `INTRO_MARKER` (if the page has one)
+  and the notes below `NOTES_MARKER`."""
+  intro = notes = ''
   if os.path.exists(path):
     with open(path) as f:
       text = f.read()
+    if INTRO_MARKER in text:
+      intro = text.split(INTRO_MARKER, 1)[0] + INTRO_MARKER + '\n\n'
     if NOTES_MARKER in text:
       notes = text.split(NOTES_MARKER, 1)[1]
-  text = generated.rstrip('\n') + '\n\n' + NOTES_MARKER + notes
+  text = (intro + generated.strip('\n') + '\n\n' + NOTES_MARKER + notes)
   paths.write_atomic(path, text)
   return text
 

@@ -5,6 +5,7 @@ the Python process (`ru_maxrss` of the child) and its TFF worker (reaped by the
 runtime, so it shows in the child's RUSAGE_CHILDREN).
 
   uv run python benchmarks/speed.py --mode=compare   # the paper CNN, 20 clients
+  uv run python benchmarks/speed.py --mode=workers   # 1, 2, 4 local workers
   uv run python benchmarks/speed.py --mode=scale     # clients per round x total
 
 Data are seeded synthetic images generated per sampled client on demand, so
@@ -45,6 +46,11 @@ _SCALE_CLIENTS = flags.DEFINE_list('scale_clients_per_round',
                                    ['10', '20', '50', '100'], 'scale: rows.')
 _SCALE_TOTALS = flags.DEFINE_list('scale_total_clients', ['400', '3400'],
                                   'scale: columns.')
+_MEMORY = flags.DEFINE_bool(
+    'memory', True, "compare: also measure each configuration's peak RSS, in "
+    'a process of its own.')
+_WORKER_COUNTS = flags.DEFINE_list('worker_counts', ['1', '2', '4'],
+                                   'workers: rows (local workers).')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: run one config (JSON).')
 _OUT = flags.DEFINE_string('output', None, 'Also append JSON lines here.')
 _INTRA_OP = flags.DEFINE_integer(
@@ -58,7 +64,8 @@ _CONCURRENCY = flags.DEFINE_integer(
     lower_bound=0)
 
 
-def _client_dataset(index: int, examples: int, batch_size: int = 32):
+def client_dataset(index: int, examples: int, batch_size: int = 32):
+  """Client `index`'s seeded synthetic 28x28 images, batched."""
   rng = np.random.default_rng(index)
   y = rng.integers(0, 10, examples).astype(np.int32)
   x = rng.random((examples, 28, 28, 1), dtype=np.float32) * 0.5
@@ -67,7 +74,8 @@ def _client_dataset(index: int, examples: int, batch_size: int = 32):
       collections.OrderedDict(x=x, y=y)).batch(batch_size)
 
 
-def _build(config, spec):
+def build_process(config, spec):
+  """Stock TFF FedAvg, or ours at config['sparsity'], for `config`."""
   loss_fn = lambda: tf.keras.losses.SparseCategoricalCrossentropy(
       from_logits=True)
   metrics_fn = lambda: [tf.keras.metrics.SparseCategoricalAccuracy()]
@@ -123,12 +131,12 @@ def run_child(config) -> dict:
   def sample(r):
     ids = np.random.default_rng([0, r]).choice(
         config['total_clients'], config['clients'], replace=False)
-    data = [_client_dataset(int(i), config['examples']) for i in ids]
+    data = [client_dataset(int(i), config['examples']) for i in ids]
     # Stock TFF trains one pass over what it is given; epochs via repeat.
     return [d.repeat(config['epochs']) for d in data] if stock else data
 
   start = time.perf_counter()
-  process = _build(config, _client_dataset(0, 2).element_spec)
+  process = build_process(config, client_dataset(0, 2).element_spec)
   build_s = time.perf_counter() - start
   state = process.initialize()
   times = {'readjust': [], 'plain': []}
@@ -192,16 +200,16 @@ def run_paired(config) -> dict:
       max_concurrent_calls=config.get('worker_concurrency'),
       intra_op_threads=config.get('worker_intra_op_threads'),
   ).local_workers[0].process.pid]
-  spec = _client_dataset(0, 2).element_spec
+  spec = client_dataset(0, 2).element_spec
   runs = {}
   for name, s in PAIRED:
-    process = _build(dict(config, algorithm=name, sparsity=s), spec)
+    process = build_process(dict(config, algorithm=name, sparsity=s), spec)
     runs[name] = dict(process=process, state=process.initialize(), times=[],
                       cpu=[], readjusted=[])
   for r in range(config['rounds'] + 1):
     ids = np.random.default_rng([0, r]).choice(
         config['total_clients'], config['clients'], replace=False)
-    data = [_client_dataset(int(i), config['examples']) for i in ids]
+    data = [client_dataset(int(i), config['examples']) for i in ids]
     order = list(runs)[r % 3:] + list(runs)[:r % 3]
     for name in order:
       run = runs[name]
@@ -264,10 +272,12 @@ def compare():
   paired = _spawn(dict(base, paired=True))
   _emit(paired)
   # Peak memory needs one process per configuration.
+  unmeasured = dict(python_peak_rss_mb='—', worker_peak_rss_mb='—')
   memory = {a: _spawn(dict(base, algorithm=a, sparsity=s, rounds=2))
-            for a, s in PAIRED}
-  for row in memory.values():
-    _emit(row)
+            if _MEMORY.value else unmeasured for a, s in PAIRED}
+  if _MEMORY.value:
+    for row in memory.values():
+      _emit(row)
   print('\n| run | median s/round | non-readjusting | readjusting | '
         'first round s | median ratio to stock | CPU s/round | CPU ratio to '
         'stock | python RSS MB | worker RSS MB |')
@@ -299,11 +309,12 @@ def scale():
 
 
 def workers_table():
-  """FedDST round time with 1, 2 and 4 local workers (the mergeable context)."""
+  """FedDST round time with --worker_counts local workers (the mergeable
+  context)."""
   print('| workers | median s/round | CPU s/round (all processes) | '
         'python RSS MB |')
   print('|---|---|---|---|')
-  for n in (1, 2, 4):
+  for n in map(int, _WORKER_COUNTS.value):
     row = _spawn(dict(algorithm='feddst', sparsity=0.8, rounds=_ROUNDS.value,
                       clients=_CLIENTS.value, examples=_EXAMPLES.value,
                       epochs=_EPOCHS.value, total_clients=400, workers=n))

@@ -45,6 +45,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from tff_feddst import choices
 from tff_feddst.algorithms import registry
 from tff_feddst.data import presence  # TF-free, like interrupts and run_lock.
 from tff_feddst.data import sources
@@ -79,14 +80,10 @@ def __getattr__(name: str):
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-# The library's names, kept equal to tff_feddst.data.DATASET_NAMES,
-# data.PARTITIONS and models.MODELS by tests/launchers/test_instant_cli.py
-# (importing them would load TensorFlow).
-_CENTRALIZED_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100',
-                         'digits', 'synthetic')
-PARTITIONS = ('dirichlet', 'k_class', 'iid')
-MODELS = ('mnist_cnn', 'cifar_cnn', 'femnist_cnn', 'digits_cnn', 'mlp')
-DATASETS = _CENTRALIZED_DATASETS + ('emnist', 'tfrecord')
+# The library's names, from its TF-free modules.
+PARTITIONS = choices.PARTITIONS
+MODELS = choices.MODELS
+DATASETS = sources.DATASET_NAMES + ('emnist', 'tfrecord')
 # Datasets whose clients are given, not partitioned by us.
 _FEDERATED_DATASETS = ('emnist', 'tfrecord')
 # --model default for --dataset=tfrecord, by the input shape in its spec.

@@ -31,15 +31,14 @@ from absl import flags
 
 # TensorFlow and the modules that use it are imported by main(), so that
 # --help and a refused flag answer at once, not after ~10 s of imports.
+from tff_feddst import choices
 from tff_feddst import tf_import
+from tff_feddst.data import sources  # TF-free.
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-# tff_feddst.data.DATASET_NAMES and data.PARTITIONS, kept equal by
-# tests/launchers/test_instant_cli.py (importing them would load TensorFlow).
-_CENTRALIZED_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100',
-                         'digits', 'synthetic')
-PARTITIONS = ('dirichlet', 'k_class', 'iid')
-DATASETS = _CENTRALIZED_DATASETS + ('emnist',)
+# The library's names, from its TF-free modules.
+PARTITIONS = choices.PARTITIONS
+DATASETS = sources.DATASET_NAMES + ('emnist',)
 # launchers/train.py's default --total_clients (its SIZE_DEFAULTS): the
 # embedded datasets get its demo size, the others the paper's; emnist keeps
 # all writers.

@@ -46,12 +46,13 @@ def write_fake_emnist():
   return _write_fake_emnist
 
 
-# Files whose tests start launcher or worker processes, longest first. xdist
-# (`--dist loadfile --no-loadscope-reorder`) hands out files in collection
-# order; starting with the long ones lets the two workers finish together
-# instead of one running a 3-minute launcher file alone at the end.
+# Files whose tests start launcher, benchmark or worker processes, longest
+# first. xdist (`--dist loadfile --no-loadscope-reorder`) hands out files in
+# collection order; starting with the long ones lets the two workers finish
+# together instead of one running a 3-minute launcher file alone at the end.
 _LONGEST_FIRST = (
     'tests/launchers/test_launchers_train.py',
+    'tests/benchmarks/test_performance_smoke.py',
     'tests/launchers/test_launchers_workers.py',
     'tests/test_runtime.py',
     'tests/launchers/',

@@ -181,15 +181,41 @@ def test_pytest_session_leaves_no_worker(tmp_path):
   assert _wait_gone(int(pid_file.read_text()))
 
 
+def _cpu_seconds(pid: int) -> float:
+  """User + system CPU seconds a process has used so far."""
+  with open(f'/proc/{pid}/stat') as f:
+    fields = f.read().rsplit(')', 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def test_several_workers_split_clients():
-  """Two local workers behind the mergeable context give the same sum."""
-  workers = [runtime.LocalWorker.start() for _ in range(2)]
+  """Two local workers behind the mergeable context both run client work
+  (each one's CPU time grows by a share of it) and give the same sum."""
+  workers = [runtime.LocalWorker.start(max_concurrent_calls=1)
+             for _ in range(2)]
   try:
     with runtime.Runtime([w.address for w in workers]) as rt:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+      @tff.tensorflow.computation(np.float32)
+      def busy(x):
+        """x, after ~0.1 CPU-s of matrix products."""
+        a = tf.random.stateless_normal([200, 200], seed=[0, 0]) / 14.0
+        _, m = tf.while_loop(lambda i, m: i < 400,
+                             lambda i, m: (i + 1, tf.tanh(m @ a)), (0, a))
+        return x + 0.0 * tf.reduce_sum(m)
+
       @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
       def total(x):
-        return tff.federated_sum(x)
-      assert total([1.0, 2.0, 3.0, 4.0, 5.0]) == 15.0
+        return tff.federated_sum(tff.federated_map(busy, x))
+
+      pids = [w.process.pid for w in workers]
+      before = [_cpu_seconds(p) for p in pids]
+      assert total([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == 21.0
+      used = [_cpu_seconds(p) - b for p, b in zip(pids, before)]
+      # Six clients in two chunks: each worker ran about half of the work;
+      # a worker that ran none would show only its RPC bookkeeping.
+      assert min(used) > 0.3 * max(used) and max(used) > 0.2, used
       rt.check_workers()
       workers[1].stop()
       with pytest.raises(runtime.WorkerUnavailableError,

@@ -157,16 +157,42 @@ def test_round_with_three_budget_groups_masked_mean_and_metrics():
           flat['round/budget/0.3/live_weights_per_client'])
 
 
-def test_without_budgets_the_data_type_is_unchanged():
-  process = algorithms.build_weighted_feddst(model_fn, **common(
-      sparsity=0.6, readjustment_ratio=0.1))
-  assert isinstance(process.next.type_signature.parameter[1].member,
+def test_a_budget_at_the_global_density_changes_nothing():
+  """Budgets change the type of the client data, not the training: with one
+  budget equal to the global density 1 - S (every client keeps the whole
+  global mask) two rounds on a fixed mask give the weights, masks and
+  training metrics of the process without budgets. (Readjusting rounds are
+  not compared: a budgeted client readjusts by its own rule, every layer
+  within its counts.)"""
+  kwargs = dict(sparsity=0.6, readjustment_ratio=0.0)
+  plain = algorithms.build_weighted_feddst(model_fn, **common(**kwargs))
+  assert isinstance(plain.next.type_signature.parameter[1].member,
                     tff.SequenceType)
   budgeted = algorithms.build_weighted_feddst(model_fn, **common(
-      sparsity=0.6, readjustment_ratio=0.1, client_density_budgets='0.2:1'))
+      client_density_budgets='0.4:1', **kwargs))
   member = budgeted.next.type_signature.parameter[1].member
   assert str(member) == ('<data=<x=float32[?,6,6,1],y=int32[?]>*,'
                          'budget=float32*>')
+  state, budgeted_state = plain.initialize(), budgeted.initialize()
+  for _ in range(2):
+    out = plain.next(state, DATA)
+    budgeted_out = budgeted.next(budgeted_state,
+                                 with_budgets(DATA, [0.4] * len(DATA)))
+    state, budgeted_state = out.state, budgeted_out.state
+  flat = metrics_lib.flatten_metrics(out.metrics)
+  budgeted_flat = metrics_lib.flatten_metrics(budgeted_out.metrics)
+  for key in ('train/loss', 'train/accuracy', 'density/total'):
+    assert budgeted_flat[key] == pytest.approx(flat[key], rel=1e-5), key
+  want = plain.get_model_weights(state)
+  got = budgeted.get_model_weights(budgeted_state)
+  for w, g in zip(want.trainable, got.trainable):
+    np.testing.assert_allclose(g, w, atol=1e-5)
+  for w, g in zip(want.non_trainable, got.non_trainable):
+    np.testing.assert_array_equal(g, w)  # Masks included.
+  # The weights moved: the comparison is not of two initial states.
+  start = plain.get_model_weights(plain.initialize())
+  assert any(not np.allclose(w, s) for w, s in zip(want.trainable,
+                                                   start.trainable))
 
 
 @pytest.mark.parametrize('kwargs,message', [

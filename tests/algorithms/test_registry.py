@@ -7,9 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tff_feddst import sparsity
 from tff_feddst.algorithms import registry
-from tff_feddst.sparse import codec
 from test_feddst_execution import DATA, SPEC, loss_fn, metrics_fn, model_fn
 
 SIZE = dict(rounds_between_readjustments=3)
@@ -17,14 +15,6 @@ SIZE = dict(rounds_between_readjustments=3)
 
 def resolve(algorithm, rounds=40, **given):
   return registry.resolve(algorithm, given, rounds=rounds, size_defaults=SIZE)
-
-
-def test_choices_equal_the_library_tuples():
-  from tff_feddst.algorithms import prunefl  # pylint: disable=g-import-not-at-top
-  assert registry.PRUNEFL_FLOPS == prunefl.FLOPS
-  assert registry.DISTRIBUTIONS == sparsity.DISTRIBUTIONS
-  assert registry.SCHEDULES == sparsity.SCHEDULES
-  assert registry.UPLOAD_DTYPES == tuple(codec.UPLOAD_DTYPES)
 
 
 def test_registry_imports_without_tensorflow():

@@ -438,7 +438,3 @@ def test_bad_beta_is_refused_naming_it():
   with pytest.raises(registry.OptionError, match='sparsyfed_beta applies only'):
     registry.resolve('feddst', {'sparsyfed_beta': 1.5}, rounds=4,
                      size_defaults={'rounds_between_readjustments': 1})
-
-
-def test_registry_default_beta_is_the_builders():
-  assert registry.OPTIONS['sparsyfed_beta'].default == sparsyfed.DEFAULT_BETA

@@ -71,3 +71,5 @@ def test_report_tables_and_kept_notes(tmp_path):
   assert ('| feddst | +0.050 ± 0.000 | +0.010 ± 0.000 | — | -0.010 ± 0.000 '
           '| no |') in verdict
   assert (docs / 'dynamics' / 's95_seed0' / 'accuracy_vs_uplink.png').exists()
+  assert '--root_dir=runs/dynamics/s95_seed1/feddst ' in text
+  assert str(root) not in text

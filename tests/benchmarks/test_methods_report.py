@@ -58,6 +58,10 @@ def test_report_rows_and_budget_groups(tmp_path):
   assert '| feddst_budgets [budget 0.2] | — | — | — | — | 0.700 | — | — | 0.300 |' == lines[first + 1]
   assert 'not complete' in text and (docs / 'methods' / 'seed0' /
                                      'accuracy_vs_uplink.png').exists()
+  # Commands show neutral run roots, not this test's directories.
+  assert str(tmp_path) not in text
+  assert '--root_dir=runs/dynamics/s95_seed0/fedavg\n' in text
+  assert '--root_dir=runs/methods/seed0/feddst_budgets ' in text
 
 
 def _report(tmp_path, *flags):

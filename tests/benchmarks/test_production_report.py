@@ -1,7 +1,8 @@
 """benchmarks/production.py --report against hand-made runs: the TFRecord
 row-for-row check, the warm-start table (first round at the target, best
-accuracy within 100 MB, last-third mean), kept notes. (A child process: the
-script's absl flags would clash with the in-process launchers.)"""
+accuracy within 100 MB, last-third mean), the kept introduction and notes.
+(A child process: the script's absl flags would clash with the in-process
+launchers.)"""
 
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ import fake_runs
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = REPO / 'benchmarks' / 'production.py'
 MARKER = '<!-- Everything below this line is kept by --report. -->'
+INTRO = '<!-- Everything above this line is kept by --report. -->'
 
 
 def rows(accuracy_at, rounds, mb_per_round=2.0, timing=0.0):
@@ -46,8 +48,12 @@ def test_report_tables_and_kept_notes(tmp_path):
   (root / 'warm_start' / 'pretrained.json').write_text(json.dumps(dict(
       examples=6000, central_fraction=0.1, epochs=5, test_accuracy=0.81)))
   docs.mkdir()
-  (docs / 'production.md').write_text(f'old\n{MARKER}\n\n## Notes\nkeep me\n')
+  (docs / 'production.md').write_text(
+      f'# Use\nkeep me too\n{INTRO}\nold\n{MARKER}\n\n## Notes\nkeep me\n')
   text = report(root, docs)
+  assert text.startswith(f'# Use\nkeep me too\n{INTRO}\n\n## Measurements\n')
+  assert 'old' not in text and str(root) not in text
+  assert '--root_dir=runs/production/tfrecord/bundled' in text
   assert 'identical: **yes**' in text  # Timings differ, nothing else.
   assert 'test accuracy 0.810' in text
   # scratch: first eval 0.425, target at 60, within 100 MB (≤ round 50)
@@ -57,8 +63,8 @@ def test_report_tables_and_kept_notes(tmp_path):
   warm = sum(0.65 + r / 1000 for r in (45, 50, 55, 60)) / 4
   assert f'| warm | 60 | 0.655 | 50 | 0.700 | {warm:.3f} | 120.000 |' in text
   assert text.endswith('## Notes\nkeep me\n')
-  assert '## Differential privacy\n\nDP-FedAvg' in text
-  assert 'Not run yet.' in text.split('## Differential privacy')[1]
+  assert '### Differential privacy\n\nDP-FedAvg' in text
+  assert 'Not run yet.' in text.split('### Differential privacy')[1]
   # DP: C is the median clip of calibration rounds 11-20 (values 11..20 -> 16).
   calibration = rows(lambda r: 0.3, 20)
   for r in calibration:

@@ -16,7 +16,8 @@ REPRODUCE = REPO / 'benchmarks' / 'reproduce.py'
 MARKER = '<!-- Everything below this line is kept by --report. -->'
 
 
-def write_run(root, algorithm, mb_per_round, accuracy_at, eval_every):
+def write_run(root, algorithm, mb_per_round, accuracy_at, eval_every,
+              seed=0):
   """150 rounds; evaluations every `eval_every` with accuracy_at(round)."""
   rows = []
   for r in range(1, 151):
@@ -27,14 +28,15 @@ def write_run(root, algorithm, mb_per_round, accuracy_at, eval_every):
         'round/cumulative_downlink_bytes': r * mb_per_round * 1e6,
         'round/client_flops': 1e9, 'time/elapsed_seconds': 10.0 * r,
         'test/client_mean_accuracy': acc, 'test/accuracy': acc})
-  fake_runs.write_run(Path(root) / 'seed0' / algorithm,
+  fake_runs.write_run(Path(root) / f'seed{seed}' / algorithm,
                       dict(algorithm=algorithm), rows)
 
 
-def report(root, docs):
+def report(root, docs, *flags):
   proc = subprocess.run(
       [sys.executable, str(REPRODUCE), '--report', f'--root_dir={root}',
-       f'--docs_dir={docs}', '--algorithms=feddst,fedavg,random_mask'],
+       f'--docs_dir={docs}', '--algorithms=feddst,fedavg,random_mask',
+       *flags],
       capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -56,7 +58,7 @@ def docs(tmp_path_factory):
 def test_summary_reads_budgets_and_rounds(docs):
   _, docs_dir = docs
   summary = {s['algorithm']: s for s in json.loads(
-      (docs_dir / 'results_summary.json').read_text())}
+      (docs_dir / 'reproduce' / 'seed0' / 'results_summary.json').read_text())}
   feddst, fedavg = summary['feddst'], summary['fedavg']
   # 100 MB: FedDST's last evaluation within is round 20 (80 MB); FedAvg's
   # round 4 (80 MB).
@@ -92,4 +94,26 @@ def test_report_keeps_notes_below_the_marker(docs):
     assert text.endswith('\n\n## Findings\nkeep me\n')
     report(root, docs_dir)
     assert (docs_dir / 'results.md').read_text() == text
-  assert (docs_dir / 'accuracy_vs_uplink.png').stat().st_size > 0
+  assert (docs_dir / 'reproduce' / 'seed0' /
+          'accuracy_vs_uplink.png').stat().st_size > 0
+
+
+def test_page_links_its_plots_and_shows_neutral_run_paths(docs):
+  root, docs_dir = docs
+  text = (docs_dir / 'results.md').read_text()
+  assert '](reproduce/seed0/accuracy_vs_uplink.png)' in text
+  assert '--root_dir=runs/reproduce/seed0/feddst ' in text
+  assert str(root) not in text
+
+
+def test_another_seed_on_a_page_of_its_own(tmp_path):
+  root, docs = tmp_path / 'runs', tmp_path / 'docs'
+  write_run(root, 'feddst', 4.0, lambda r: r / 200, 10, seed=1)
+  report(root, docs, '--seed=1', '--algorithms=feddst',
+         '--page=reproduce/seed1/results.md')
+  seed1 = docs / 'reproduce' / 'seed1'
+  assert sorted(p.name for p in seed1.iterdir()) == [
+      'accuracy_vs_rounds.png', 'accuracy_vs_uplink.png', 'results.md',
+      'results_summary.json']
+  text = (seed1 / 'results.md').read_text()
+  assert '](./accuracy_vs_uplink.png)' in text and '--seed=1' in text

@@ -4,9 +4,14 @@ hparams.json and results/metrics.csv)."""
 import csv
 import json
 
+from matplotlib import image
+import numpy as np
+
 from launcher_helpers import PLOT, run_script
 
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# matplotlib's first two line colours (its default cycle), as RGB in [0, 1].
+LINE_COLOURS = {'feddst': np.array([31, 119, 180]) / 255,
+                'fedavg': np.array([255, 127, 14]) / 255}
 
 
 def write_run(run_dir, algorithm, sparsity, slope):
@@ -32,8 +37,16 @@ def test_plot_writes_pngs(tmp_path):
   names = sorted(p.name for p in out.iterdir())
   assert names == ['accuracy_vs_rounds.png', 'accuracy_vs_uplink.png']
   for name in names:
-    data = (out / name).read_bytes()
-    assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
+    pixels = image.imread(out / name)[..., :3]
+    height, width = pixels.shape[:2]
+    assert (height, width) == (504, 1320)  # 11 x 4.2 inches at 120 dpi.
+    # Each run is a line in the right-hand panel (the legend is in the
+    # left one): its colour spans a stretch of columns there.
+    right = pixels[:, width // 2:]
+    for run, colour in LINE_COLOURS.items():
+      drawn = np.all(np.abs(right - colour) < 0.1, axis=-1)
+      columns = np.flatnonzero(drawn.any(axis=0))
+      assert columns.size > 0.04 * width, (name, run, columns.size)
 
 
 def test_plot_names_a_directory_that_is_not_a_run(tmp_path):

@@ -391,23 +391,23 @@ def _rewrite_checkpoint_2(setup, reference_run, tmp_path, rewrite):
   return root
 
 
-def test_checkpoint_with_the_old_counters_still_resumes(setup, reference_run,
-                                                       tmp_path):
-  """Checkpoints written before the uplink copy left the counters load."""
+def test_checkpoint_with_other_counters_is_one_clear_error(
+    setup, reference_run, tmp_path):
+  """Counters of another layout (here an extra uplink copy, as checkpoints
+  of early versions held) are refused on load with the checkpoint named."""
   import collections  # pylint: disable=g-import-not-at-top
 
-  def legacy(state, counters):
+  def other_counters(state, counters):
     assert list(counters) == ['round', 'elapsed_seconds']
     return state, collections.OrderedDict(
         round=np.int64(2), cumulative_uplink_bytes=np.int64(1),
         elapsed_seconds=counters['elapsed_seconds'])
 
-  root = _rewrite_checkpoint_2(setup, reference_run, tmp_path, legacy)
-  result = run(setup, config(root))
-  assert result.rounds_completed == 3
-  assert without_wall_clock(read_csv(root)) == without_wall_clock(
-      read_csv(reference_run[0]))
-  assert_same_weights(result, reference_run[1])
+  root = _rewrite_checkpoint_2(setup, reference_run, tmp_path, other_counters)
+  with pytest.raises(program.NoUsableCheckpointError,
+                     match='None of the 1 checkpoints in .* program_state_2'):
+    run(setup, config(root))
+  assert checkpoint_dirs(root) == ['program_state_2']
 
 
 def test_checkpoint_of_another_state_layout_is_one_clear_error(

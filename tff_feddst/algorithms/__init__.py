@@ -10,7 +10,6 @@ _EXPORTS = {
     'build_weighted_fed_avg': 'baselines',
     'build_weighted_fed_avgm': 'baselines',
     'build_weighted_fed_prox': 'baselines',
-    'build_weighted_feddst_prox': 'baselines',
     'build_weighted_random_mask': 'baselines',
     'build_feddst_components': 'feddst',
     'build_weighted_feddst': 'feddst',

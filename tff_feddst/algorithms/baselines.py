@@ -29,9 +29,3 @@ def build_weighted_random_mask(model_fn, *, sparsity: float, **kwargs):
   return build_weighted_feddst(model_fn, sparsity=sparsity,
                                readjustment_ratio=0.0, **kwargs)
 
-
-def build_weighted_feddst_prox(model_fn, *, prox_mu: float, **kwargs):
-  """FedDST with FedProx clients."""
-  if prox_mu <= 0:
-    raise ValueError(f'prox_mu must be > 0 for FedDST+FedProx, got {prox_mu}.')
-  return build_weighted_feddst(model_fn, prox_mu=prox_mu, **kwargs)

@@ -116,6 +116,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_feddst import choices
 from tff_feddst import models as models_lib
 from tff_feddst import sparse as sparse_lib
 from tff_feddst.aggregators import importance as importance_lib
@@ -129,7 +130,8 @@ from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import packed_state
 from tff_feddst.templates import prunefl_finalizer
 
-FLOPS = 'flops'  # The FLOP-derived compute times (`prunefl_time_coefficients`).
+# The FLOP-derived compute times (`prunefl_time_coefficients`).
+FLOPS = choices.PRUNEFL_FLOPS
 DEFAULT_BANDWIDTH_MBPS = 1.0
 DEFAULT_COMPUTE_GFLOPS = 14.4
 # The round time besides the modelled parts: with 'flops' 1 s stands for the

@@ -17,12 +17,8 @@ import dataclasses
 import importlib
 from typing import Any
 
-# Kept equal to the library's own tuples by tests/algorithms/test_registry.py
-# (importing them here would load TensorFlow).
-DISTRIBUTIONS = ('uniform', 'er', 'erk', 'feddst_erk')
-SCHEDULES = ('cosine', 'constant')
-UPLOAD_DTYPES = ('float32', 'bfloat16', 'float16')
-PRUNEFL_FLOPS = 'flops'  # algorithms.prunefl.FLOPS
+from tff_feddst import choices
+
 
 
 class OptionError(ValueError):
@@ -91,7 +87,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            _within(0, 1, hi_open=True), 'in [0, 1)'),
     Option('upload_dtype', str, 'float32',
            'Type of the uploaded values (16 bits halve their bytes).',
-           choices=UPLOAD_DTYPES),
+           choices=choices.UPLOAD_DTYPES),
     Option('client_jit_compile', bool, None,
            'XLA-compile each client training step; default off (slower for '
            'the paper CNN on a 2-core CPU: docs/performance.md).'),
@@ -99,7 +95,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option('sparsity', float, 0.8, 'S, global sparsity of the prunable '
            'kernels.', _within(0, 1, hi_open=True), 'in [0, 1)', off=0.0),
     Option('sparsity_distribution', str, 'feddst_erk',
-           'How S is spread over layers.', choices=DISTRIBUTIONS),
+           'How S is spread over layers.',
+           choices=choices.SPARSITY_DISTRIBUTIONS),
     Option('min_votes', int, 0, 'Client votes a weight needs to enter the '
            'union mask.', _within(0, None), '>= 0'),
     Option('final_sparsity', float, None,
@@ -110,8 +107,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            'Per-client density budgets as density:fraction pairs, e.g. '
            '0.05:0.3,0.1:0.3,0.2:0.4: each client gets one (by --seed) and '
            'trains and uploads at most that share of the weights, the '
-           'largest |w| of the global mask per layer (README); default: '
-           'every client keeps the global mask.'),
+           'largest |w| of the global mask per layer (docs/algorithms.md); '
+           'default: every client keeps the global mask.'),
     # Algorithms that readjust masks.
     Option('readjustment_ratio', float, 0.05, 'α, fraction of live weights '
            'readjusted.', _within(0, 1), 'in [0, 1]', off=0.0),
@@ -122,7 +119,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            'R_end, no readjustment from this round on; default rounds // 2, '
            'as the reference.', _within(0, None), '>= 0'),
     Option('readjustment_schedule', str, 'cosine', 'Decay of α over rounds.',
-           choices=SCHEDULES),
+           choices=choices.READJUSTMENT_SCHEDULES),
     Option('readjust_after_epoch', int, lambda ctx: ctx['client_epochs'],
            'k: clients readjust after local epoch k and train the remaining '
            'epochs on the new mask; default: after the last epoch.',
@@ -148,9 +145,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "δ, PruneFL's max decrease: the share of each layer's live weights "
            'a reconfiguration may drop, smallest |w| first (the authors\' '
            '0.3).', _within(0, 1, hi_open=True), 'in [0, 1)'),
-    Option('prunefl_time_coefficients', str, PRUNEFL_FLOPS,
+    Option('prunefl_time_coefficients', str, choices.PRUNEFL_FLOPS,
            "The per-layer compute seconds of PruneFL's round-time model: "
-           f"'{PRUNEFL_FLOPS}' (6·FLOPs per weight per example at "
+           f"'{choices.PRUNEFL_FLOPS}' (6·FLOPs per weight per example at "
            '--prunefl_compute_gflops), or the JSON file of measured ones '
            'that benchmarks/prunefl_time_coefficients.py writes (the '
            "authors' per-layer coefficients; recorded in hparams.json by "
@@ -160,14 +157,14 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            _within(0, None, lo_open=True), '> 0'),
     Option('prunefl_compute_gflops', float,
            lambda ctx: (14.4 if ctx['prunefl_time_coefficients'] ==
-                        PRUNEFL_FLOPS else None),
+                        choices.PRUNEFL_FLOPS else None),
            "With --prunefl_time_coefficients=flops, the client training rate "
            "of PruneFL's round-time model, GFLOP/s (default: this project's "
            'measured floor, docs/performance.md).',
            _within(0, None, lo_open=True), '> 0'),
     Option('prunefl_round_overhead', float,
            lambda ctx: (1.0 if ctx['prunefl_time_coefficients'] ==
-                        PRUNEFL_FLOPS else 0.0),
+                        choices.PRUNEFL_FLOPS else 0.0),
            "The fixed seconds of a round in PruneFL's round-time model "
            '(besides the dense params and mask bits on the link, and the '
            'measured mask-independent compute); default 1 with flops, 0 '
@@ -273,10 +270,10 @@ def _flash_refusal(hp: Mapping[str, Any]) -> str | None:
 
 
 def _prunefl_refusal(hp: Mapping[str, Any]) -> str | None:
-  if (hp['prunefl_time_coefficients'] != PRUNEFL_FLOPS and
+  if (hp['prunefl_time_coefficients'] != choices.PRUNEFL_FLOPS and
       hp['prunefl_compute_gflops'] is not None):
     return ('--prunefl_compute_gflops applies only with '
-            f'--prunefl_time_coefficients={PRUNEFL_FLOPS} (measured '
+            f'--prunefl_time_coefficients={choices.PRUNEFL_FLOPS} (measured '
             'coefficients give the compute times).')
   return _no_dp('--algorithm=prunefl', 'their dense squared gradients, '
                 'which choose the mask')(hp)
@@ -406,7 +403,8 @@ def resolve(algorithm: str, given: Mapping[str, Any], *,
     raise OptionError(refusal.replace('--', flag_prefix))
   if resolved['client_density_budgets'] is not None:
     resolved['client_density_budgets'] = _budgets_text(resolved, flag_prefix)
-  if resolved['prunefl_time_coefficients'] not in (None, PRUNEFL_FLOPS):
+  if resolved['prunefl_time_coefficients'] not in (None,
+                                                   choices.PRUNEFL_FLOPS):
     resolved['prunefl_time_coefficients'] = _time_coefficients_text(
         resolved['prunefl_time_coefficients'], flag_prefix)
   return resolved
@@ -421,7 +419,8 @@ def _time_coefficients_text(value: str, flag_prefix: str) -> str:
     return prunefl.load_measured_compute(value).to_text()
   except ValueError as e:
     raise OptionError(f'{flag_prefix}prunefl_time_coefficients must be '
-                      f'{PRUNEFL_FLOPS} or a file of measured coefficients: '
+                      f'{choices.PRUNEFL_FLOPS} or a file of measured '
+                      'coefficients: '
                       f'{e}') from None
 
 

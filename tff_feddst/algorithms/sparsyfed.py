@@ -67,6 +67,7 @@ from tff_feddst import models as models_lib
 from tff_feddst import sparse as sparse_lib
 from tff_feddst.aggregators import masked_mean
 from tff_feddst.algorithms import feddst
+from tff_feddst.algorithms import registry
 from tff_feddst.models import powerprop
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import global_magnitude
@@ -75,7 +76,7 @@ from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import finalizer as finalizer_lib
 from tff_feddst.templates import packed_state
 
-DEFAULT_BETA = 1.25
+DEFAULT_BETA = registry.OPTIONS['sparsyfed_beta'].default
 
 
 def build_weighted_sparsyfed(

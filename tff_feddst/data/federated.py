@@ -17,11 +17,12 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from absl import logging
 
+from tff_feddst import choices
 from tff_feddst.data import partition as partition_lib
 from tff_feddst.data import presence
 from tff_feddst.data.sources import CentralizedData
 
-PARTITIONS = ('dirichlet', 'k_class', 'iid')
+PARTITIONS = choices.PARTITIONS
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

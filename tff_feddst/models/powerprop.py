@@ -91,17 +91,12 @@ def prune_activations(x, weight) -> tf.Tensor:
     flat = tf.reshape(magnitude, [-1])
     numel = tf.size(flat, out_type=tf.int64)
     k = tf.maximum((nnz * numel + size - 1) // size, 1)
-    threshold = _kth_largest(flat, k)
+    # The k-th largest |x|, exact as the authors' torch.topk; tf.math.top_k
+    # and a radix select were no faster inside training.
+    threshold = tf.sort(flat, direction='DESCENDING')[k - 1]
     return tf.where(magnitude >= threshold, x, tf.zeros_like(x))
 
   return tf.cond(nnz < size, pruned, lambda: tf.identity(x))
-
-
-def _kth_largest(values, k) -> tf.Tensor:
-  """The k-th largest entry (1-based) of a vector. A sort: `tf.math.top_k`
-  and a radix select were no faster inside training (measured by
-  benchmarks/sparsyfed_select.py, which swaps this function)."""
-  return tf.sort(values, direction='DESCENDING')[k - 1]
 
 
 def matmul_with_pruned_weight_grad(x, w) -> tf.Tensor:

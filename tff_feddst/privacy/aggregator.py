@@ -17,7 +17,8 @@ Before clipping, a delta holding a NaN/Inf or whose norm exceeds
 does not catch a NaN (its norm compares False) and TFF's `zeroing_factory`
 neither, and one NaN would poison the noisy sum. Zeroing a delta does not
 raise the query's sensitivity. The count itself is released without noise,
-like the clients' training metrics (see the README's privacy section).
+like the clients' training metrics (see docs/production.md, Differential
+privacy).
 """
 
 from __future__ import annotations

@@ -242,14 +242,6 @@ def _counters(round_num: int = 0,
                                  elapsed_seconds=np.float64(elapsed))
 
 
-def _legacy_counters() -> collections.OrderedDict:
-  """The counters of checkpoints written before 2026-11-27 (with a copy of
-  the cumulative uplink), so that those runs still resume."""
-  return collections.OrderedDict(round=np.int64(0),
-                                 cumulative_uplink_bytes=np.int64(0),
-                                 elapsed_seconds=np.float64(0.0))
-
-
 def _format_seconds(seconds: float) -> str:
   return str(datetime.timedelta(seconds=round(max(seconds, 0.0))))
 
@@ -376,22 +368,9 @@ def _restore(state_manager: tff.program.FileProgramStateManager, template,
 
 
 def _load(state_manager, version: int, template):
-  """Checkpoint `version` as (state, counters), also in the legacy layout."""
-  state_template, _ = template
-  try:
-    loaded = asyncio.run(state_manager.load(version, template))
-  except Exception:  # pylint: disable=broad-except
-    try:
-      state, counters = asyncio.run(state_manager.load(
-          version, (state_template, _legacy_counters())))
-    except Exception:  # pylint: disable=broad-except
-      pass  # Report the failure of the current layout.
-    else:
-      _check_same_arrays(state, state_template)
-      return state, _counters(int(counters['round']),
-                              float(counters['elapsed_seconds']))
-    raise
-  _check_same_arrays(loaded[0], state_template)
+  """Checkpoint `version` as (state, counters)."""
+  loaded = asyncio.run(state_manager.load(version, template))
+  _check_same_arrays(loaded[0], template[0])
   return loaded
 
 

@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from tff_feddst import choices
+
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
-UPLOAD_DTYPES = {'float32': tf.float32, 'bfloat16': tf.bfloat16,
-                 'float16': tf.float16}
+UPLOAD_DTYPES = {name: tf.as_dtype(name) for name in choices.UPLOAD_DTYPES}
 
 
 class SparsePayload(NamedTuple):

@@ -27,7 +27,7 @@ before TensorFlow is imported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 import math
 from typing import Any, NamedTuple
 
@@ -193,9 +193,3 @@ def budget_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray],
   return [top_magnitude_mask(w, m, int(k))
           for w, m, k in zip(kernels, masks, counts)]
 
-
-def group_of(budgets: Sequence[Budget], assignment: Mapping[str, float]
-             ) -> dict[str, int]:
-  """{client id: index of its budget group}."""
-  index = {b.density: i for i, b in enumerate(budgets)}
-  return {c: index[d] for c, d in assignment.items()}

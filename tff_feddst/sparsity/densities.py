@@ -22,7 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-DISTRIBUTIONS = ('uniform', 'er', 'erk', 'feddst_erk')
+from tff_feddst import choices
+
+DISTRIBUTIONS = choices.SPARSITY_DISTRIBUTIONS
 
 
 def _check(kernel_shapes, sparsity, distribution):

@@ -18,7 +18,9 @@ import math
 
 import tensorflow as tf
 
-SCHEDULES = ('cosine', 'constant')
+from tff_feddst import choices
+
+SCHEDULES = choices.READJUSTMENT_SCHEDULES
 
 
 def check_schedule(schedule: str) -> None:

@@ -3,7 +3,7 @@
 `compose_learning_process` keeps the model weights in the state as they are,
 TF-MOT's float32 masks included. The state crosses from Python to the TFF
 worker and back every round, so the masks cost a model's worth of bytes each
-way (`benchmarks/state_round_trip.py`). The wrapped process stores each mask
+way (`experiments/state_round_trip.py`). The wrapped process stores each mask
 of `global_model_weights.non_trainable` as `codec.pack_bits` (uint8, 8 weights
 a byte); its `next` unpacks, runs the inner round and packs again inside the
 worker. `get_model_weights`, `set_model_weights` and the hparams speak the

@@ -17,7 +17,7 @@ difference from stage 4 includes the state's way back to Python. Medians over
 --repetitions, stages interleaved; the state stays at round 1 (a
 non-readjusting round), so every repetition does the same work.
 
-  uv run python benchmarks/round_stages.py --repetitions=15
+  uv run python experiments/round_stages.py --repetitions=15
 """
 
 import os
@@ -83,7 +83,7 @@ def _stage(parts, state_type, data_type, stage: int):
 def main(argv):
   del argv
   runtime.own_default_context()
-  spec = speed._client_dataset(0, 2).element_spec  # pylint: disable=protected-access
+  spec = speed.client_dataset(0, 2).element_spec
   parts = algorithms.build_feddst_components(
       models.mnist_cnn,
       loss_fn=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -99,7 +99,7 @@ def main(argv):
   packed = packed_state.compose(parts)
 
   def data(r):
-    return [speed._client_dataset(i, 20) for i in (2 * r, 2 * r + 1)]  # pylint: disable=protected-access
+    return [speed.client_dataset(i, 20) for i in (2 * r, 2 * r + 1)]
 
   state = unpacked.next(unpacked.initialize(), data(0)).state  # Round 1 next.
   packed_st = packed.next(packed.initialize(), data(0)).state

@@ -1,16 +1,17 @@
 """SparsyFed's activation pruning: what finding the k-th largest |x| costs.
 
 Every SparsyFed training step finds, for each pruned layer's input, the k-th
-largest |x| (`models.powerprop._kth_largest`, a `tf.sort`). This swaps it to time
-ways to find it: (a) alone, on inputs the size of the paper CNN's layers' at
-batch 32, and (b) inside one SparsyFed client's training — the powerprop paper
-CNN (β = 1.25), its initial kernels globally pruned to S = 0.9, 150 examples ×
-10 epochs, batch 32, SGD lr 0.01 momentum 0.9, one tf.function, no TFF —
-interleaved so that noise hits all alike. `tf.sort`, `tf.math.top_k` and the
-radix select find the same threshold; `none` (a constant threshold, not
-SparsyFed) is the training without the selection's cost.
+largest |x| (a `tf.sort` in `models.powerprop.prune_activations`). This times
+ways to find it, swapping `prune_activations` for a copy with each: (a) alone,
+on inputs the size of the paper CNN's layers' at batch 32, and (b) inside one
+SparsyFed client's training — the powerprop paper CNN (β = 1.25), its initial
+kernels globally pruned to S = 0.9, 150 examples × 10 epochs, batch 32, SGD lr
+0.01 momentum 0.9, one tf.function, no TFF — interleaved so that noise hits
+all alike. `tf.sort`, `tf.math.top_k` and the radix select find the same
+threshold; `none` (a constant threshold, not SparsyFed) is the training
+without the selection's cost.
 
-  uv run python benchmarks/sparsyfed_select.py --repetitions=5
+  uv run python experiments/sparsyfed_select.py --repetitions=5
 """
 
 import statistics
@@ -34,7 +35,27 @@ def main(argv):
   from tff_feddst.models import powerprop  # pylint: disable=g-import-not-at-top
   from tff_feddst.sparsity import global_magnitude  # pylint: disable=g-import-not-at-top
 
-  by_sort = powerprop._kth_largest  # pylint: disable=protected-access
+  def by_sort(magnitudes, k):
+    return tf.sort(magnitudes, direction='DESCENDING')[k - 1]
+
+  def pruning_with(select):
+    """`powerprop.prune_activations` with the k-th largest |x| from
+    `select`."""
+    def prune_activations(x, weight):
+      size = int(np.prod(weight.shape.as_list()))
+      nnz = tf.math.count_nonzero(weight, dtype=tf.int64)
+      magnitude = tf.abs(x)
+
+      def pruned():
+        flat = tf.reshape(magnitude, [-1])
+        numel = tf.size(flat, out_type=tf.int64)
+        k = tf.maximum((nnz * numel + size - 1) // size, 1)
+        return tf.where(magnitude >= select(flat, k), x, tf.zeros_like(x))
+
+      return tf.cond(nnz < size, pruned, lambda: tf.identity(x))
+    return prune_activations
+
+  library_pruning = powerprop.prune_activations
 
   def by_top_k(magnitudes, k):
     return tf.math.top_k(magnitudes, tf.cast(k, tf.int32)).values[k - 1]
@@ -97,7 +118,7 @@ def main(argv):
   loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
   def client(select):
-    powerprop._kth_largest = select  # pylint: disable=protected-access
+    powerprop.prune_activations = pruning_with(select)
     tf.keras.utils.set_random_seed(0)
     model = powerprop.powerprop_model(models.mnist_cnn((28, 28, 1), 10), 1.25)
     # SparsyFed's global magnitude prune of the initial kernels to S = 0.9.
@@ -127,7 +148,7 @@ def main(argv):
 
   trains = {label: client(select) for label, select in
             {**selections, 'none': no_selection}.items()}
-  powerprop._kth_largest = by_sort  # pylint: disable=protected-access
+  powerprop.prune_activations = library_pruning
   seconds = {label: [] for label in trains}
   for _ in range(_REPETITIONS.value):
     for label, train in trains.items():

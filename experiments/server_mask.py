@@ -7,9 +7,9 @@ key:
 
 - `bool`: what the server passes (only the union's positions are sorted);
 - `float32`: the same ranking as a float 0/1 key, which sorts every kernel
-  entry (31 bits: two packed words here; before 8147037, one sort per key).
+  entry (31 bits: two packed words here).
 
-  uv run python benchmarks/server_mask.py --repetitions=30
+  uv run python experiments/server_mask.py --repetitions=30
 
 Prints the median seconds per call for S=0.8 and S=0.95.
 """
@@ -29,8 +29,7 @@ _REPETITIONS = flags.DEFINE_integer('repetitions', 30, 'Timed calls.',
                                     lower_bound=1)
 _UNION_DTYPES = flags.DEFINE_multi_enum(
     'union_dtype', ['bool', 'float32'], ['bool', 'float32'],
-    'Forms of the union key to time (versions before 8147037 take only '
-    'float32).')
+    'Forms of the union key to time.')
 
 
 def _kernels_inputs(density: float, union_dtype):

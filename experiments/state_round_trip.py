@@ -7,7 +7,7 @@ computation that only returns the state (the round trip alone), and the
 median wall and Python-process CPU seconds of a round (the CPU includes
 TFF's serialization threads in this process).
 
-  uv run python benchmarks/state_round_trip.py --repetitions=20
+  uv run python experiments/state_round_trip.py --repetitions=20
 """
 
 import os
@@ -31,8 +31,8 @@ _REPETITIONS = flags.DEFINE_integer(
 
 
 def _measure(name: str, sparsity: float) -> dict:
-  spec = speed._client_dataset(0, 2).element_spec  # pylint: disable=protected-access
-  process = speed._build(  # pylint: disable=protected-access
+  spec = speed.client_dataset(0, 2).element_spec
+  process = speed.build_process(
       dict(algorithm=name, sparsity=sparsity, epochs=1), spec)
   state = process.initialize()
 
@@ -41,7 +41,7 @@ def _measure(name: str, sparsity: float) -> dict:
     return value
 
   def data(r):
-    return [speed._client_dataset(i, 20) for i in (2 * r, 2 * r + 1)]  # pylint: disable=protected-access
+    return [speed.client_dataset(i, 20) for i in (2 * r, 2 * r + 1)]
 
   echo(state)
   state = process.next(state, data(0)).state  # Trace.

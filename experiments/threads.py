@@ -5,7 +5,7 @@ The paper setting on synthetic data: 20 clients × 150 examples × 10 epochs of
 the MNIST CNN, S=0.95, α=0.05, batch 32, SGD lr 0.01 momentum 0.9, L2 1e-3.
 Configurations alternate (`--repeats` times) so that machine drift hits both.
 
-  uv run python benchmarks/threads.py --repeats=2 --rounds=5
+  uv run python experiments/threads.py --repeats=2 --rounds=5
 """
 
 import collections

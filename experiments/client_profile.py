@@ -8,7 +8,7 @@ function `build_weighted_fed_avg` runs on every client), (b) ours at S=0 and
 that machine noise hits all alike. No TFF worker is in between, so this
 isolates the client computation from the executor.
 
-  uv run python benchmarks/client_profile.py --repetitions=6
+  uv run python experiments/client_profile.py --repetitions=6
 
 Uses the private `_build_client_update` of templates/client_work.py on purpose.
 """
