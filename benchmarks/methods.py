@@ -37,6 +37,8 @@ SPARSITY = 0.9
 BUDGETS = '0.05:0.3,0.1:0.3,0.2:0.4'
 BUDGET_SPARSITY = 0.8
 _DST = ['--readjustment_ratio=0.05', '--rounds_between_readjustments=10']
+PRUNEFL_TIMES = os.path.join(_REPO, 'benchmarks', 'prunefl_times',
+                             'mnist_cnn_b32.json')
 VARIANTS = {
     'fedavg': ['--algorithm=fedavg'],
     'random_mask': ['--algorithm=random_mask', f'--sparsity={SPARSITY}'],
@@ -45,8 +47,12 @@ VARIANTS = {
     'flash_jmwst': ['--algorithm=flash_jmwst', f'--sparsity={SPARSITY}'],
     'sparsyfed': ['--algorithm=sparsyfed', f'--sparsity={SPARSITY}'],
     # PruneFL sizes its model itself; --sparsity caps its density at 1 - S.
+    # Its round-time model uses per-layer compute times measured on this
+    # project's machine (benchmarks/prunefl_time_coefficients.py), as the
+    # authors' measured coefficients.
     'prunefl': ['--algorithm=prunefl', f'--sparsity={SPARSITY}',
-                '--rounds_between_readjustments=10'],
+                '--rounds_between_readjustments=10',
+                f'--prunefl_time_coefficients={PRUNEFL_TIMES}'],
     'feddst_budgets': ['--algorithm=feddst', f'--sparsity={BUDGET_SPARSITY}',
                        *_DST, f'--client_density_budgets={BUDGETS}'],
     'flash_jmwst_budgets': ['--algorithm=flash_jmwst',
