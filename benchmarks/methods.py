@@ -72,7 +72,7 @@ _DYNAMICS_ROOT = flags.DEFINE_string(
     'RandomMask and FedDST runs are the same runs; empty: run them here.')
 _ROUNDS = flags.DEFINE_integer('rounds', 150, 'Rounds per run.', lower_bound=1)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Fashion-MNIST files.')
-_SETTINGS = flags.DEFINE_list('settings', ['seed0', 'seed1'],
+_SETTINGS = flags.DEFINE_list('settings', list(SETTINGS),
                               'Which settings, in this order.')
 _VARIANTS = flags.DEFINE_list('variants', list(VARIANTS),
                               'Which variants of each setting, in this order.')

@@ -55,14 +55,15 @@ def shown_command(args: list[str], repo: str,
                   roots: Mapping[str, str]) -> str:
   """A launcher command as the docs print it: `uv run python` and the script
   relative to `repo`, every path under a run root (a key of `roots`) shown
-  under its stand-in (e.g. runs/methods), so that a page does not depend on
-  where the runs were kept."""
+  under its stand-in (e.g. runs/methods) and every file of the repository
+  relative to it, so that a page does not depend on where the runs or the
+  repository were kept."""
   shown = []
   for arg in args[2:]:
     for actual, stand_in in sorted(roots.items(), key=lambda r: -len(r[0])):
       if actual and actual.rstrip('/') != stand_in:
         arg = arg.replace(actual.rstrip('/'), stand_in)
-    shown.append(arg)
+    shown.append(arg.replace(repo.rstrip('/') + '/', ''))  # Repo files.
   return ' '.join(['uv run python', os.path.relpath(args[1], repo), *shown])
 
 
