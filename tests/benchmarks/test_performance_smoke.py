@@ -71,3 +71,19 @@ def test_export_sizes_table():
   (dense,), (sparse,) = rows(out, 'model_dense'), rows(out, 'model_sparse.')
   size = lambda cells: int(cells[1].replace(',', ''))
   assert size(sparse) < size(dense) / 2  # S = 0.8, values and indices.
+
+
+def test_prunefl_time_coefficients_file_is_what_the_registry_takes(tmp_path):
+  output = tmp_path / 'times.json'
+  run('prunefl_time_coefficients.py', '--model=digits_cnn', '--steps=2',
+      '--repeats=1', f'--output={output}')
+  import json  # pylint: disable=g-import-not-at-top
+  from tff_feddst.algorithms import registry  # pylint: disable=g-import-not-at-top
+  measured = json.loads(output.read_text())
+  assert len(measured['seconds_per_weight_per_example']) == len(
+      measured['kernel_sizes']) == len(measured['layers'])
+  assert all(t >= 0 for t in measured['seconds_per_weight_per_example'])
+  hp = registry.resolve('prunefl', {'prunefl_time_coefficients': str(output)},
+                        rounds=10, size_defaults={
+                            'rounds_between_readjustments': 2})
+  assert hp['prunefl_time_coefficients'] != 'flops'  # The numbers, recorded.

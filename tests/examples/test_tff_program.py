@@ -92,3 +92,4 @@ def test_refusals_name_the_flag_without_a_traceback(tmp_path, flag, message):
       check=False)
   assert done.returncode != 0
   assert message in done.stderr and 'Traceback' not in done.stderr
+  assert not (tmp_path / 'x').exists()  # Nothing written.

@@ -12,12 +12,12 @@ Processes with `client_density_budgets` take each client's data as
 `tff.program.NativeFederatedContext` pairs the list of clients with the
 struct's fields (`native_platform._materialize_structure_of_references`
 recurses into the member type with the whole client list), so no value of
-that type reaches the computation. `check_program_compatible` says so.
+that type reaches the computation (`examples/tff_program.py` refuses them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 import random
 
 import tensorflow as tf
@@ -85,15 +85,3 @@ class ClientDatasetsSource(tff.program.FederatedDataSource):
   def iterator(self) -> ClientDatasetsIterator:
     return self._iterator
 
-
-def check_program_compatible(hparams: Mapping[str, object]) -> None:
-  """Refuses, with the reason, a process TFF 0.87's program context cannot
-  feed (see the module doc)."""
-  if hparams.get('client_density_budgets'):
-    raise ValueError(
-        'client_density_budgets cannot run under TFF 0.87\'s program logic: '
-        'its budgeted clients take <data, budget> structs, and '
-        'tff.program.NativeFederatedContext cannot pass client data of a '
-        'struct type (it pairs the client list with the struct\'s fields). '
-        'Train budgeted runs with launchers/train.py or tff_feddst.program.'
-        'train_loop.')
