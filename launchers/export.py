@@ -79,7 +79,6 @@ def main(argv):
     sys.exit(f'export.py: error: {e}')
   tf_import.import_tensorflow()  # First: safe inside absl's main().
   # pylint: disable=g-import-not-at-top
-  from tff_feddst import algorithms
   from tff_feddst import data as data_lib
   from tff_feddst import export
   from tff_feddst import models
@@ -91,7 +90,7 @@ def main(argv):
     sys.exit(str(e))
   model_fn = models.get_model_fn(hparams['model'], input_shape, num_classes)
   weights, round_num = program.load_model_weights(_ROOT.value)
-  model = algorithms.keras_model_from_weights(model_fn, weights)
+  model = models.keras_model_from_weights(model_fn, weights)
   output_dir = _OUTPUT.value or os.path.join(_ROOT.value, 'export')
   artifacts = export.export_model(model, output_dir,
                                   x_test[:_SAMPLES.value],

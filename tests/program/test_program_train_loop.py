@@ -196,7 +196,7 @@ def test_evaluator_matches_per_client_loop(setup, reference_run):
   federated, model_fn, process = setup
   weights = process.get_model_weights(reference_run[1].state)
   got = evaluation.Evaluator(federated, model_fn, loss_fn)(weights)
-  model = algorithms.keras_model_from_weights(model_fn, weights)
+  model = models.keras_model_from_weights(model_fn, weights)
   x, y = federated.central_test
   logits = model.predict(x, verbose=0)
   assert got['test/accuracy'] == pytest.approx(
