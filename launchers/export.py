@@ -27,6 +27,7 @@ from absl import flags
 # TensorFlow and the modules that use it are imported by main(), so that
 # --help and a refused flag answer at once, not after ~10 s of imports.
 from tff_feddst import tf_import
+from tff_feddst.data import catalog  # TF-free.
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _ROOT = flags.DEFINE_string('root_dir', None, 'Run directory of train.py.',
@@ -39,20 +40,6 @@ _SAMPLES = flags.DEFINE_integer('num_samples', 256,
                                 lower_bound=1)
 _DATA_DIR = flags.DEFINE_string('data_dir', None,
                                 'Dataset files (default: the run\'s).')
-
-
-def _test_images(hparams: dict) -> tuple:
-  """(test images, input shape, number of classes) of the run's dataset."""
-  from tff_feddst import data as data_lib  # pylint: disable=g-import-not-at-top
-  data_dir = _DATA_DIR.value or hparams.get('data_dir')
-  if hparams['dataset'] in ('emnist', 'tfrecord'):  # Federated on disk.
-    load = (data_lib.load_tfrecord if hparams['dataset'] == 'tfrecord' else
-            data_lib.load_emnist)
-    federated = load(data_dir, min_examples=hparams.get('min_examples') or 0)
-    return (federated.central_test[0], federated.input_shape,
-            federated.num_classes)
-  centralized = data_lib.load(hparams['dataset'], data_dir)
-  return centralized.x_test, centralized.input_shape, centralized.num_classes
 
 
 quiet.define_flag()
@@ -79,19 +66,20 @@ def main(argv):
     sys.exit(f'export.py: error: {e}')
   tf_import.import_tensorflow()  # First: safe inside absl's main().
   # pylint: disable=g-import-not-at-top
-  from tff_feddst import algorithms
   from tff_feddst import data as data_lib
   from tff_feddst import export
   from tff_feddst import models
   from tff_feddst import program
   # pylint: enable=g-import-not-at-top
   try:
-    x_test, input_shape, num_classes = _test_images(hparams)
+    x_test, input_shape, num_classes = catalog.load_central_test(
+        hparams['dataset'], _DATA_DIR.value or hparams.get('data_dir'),
+        min_examples=hparams.get('min_examples') or 0)
   except data_lib.DatasetNotFoundError as e:
     sys.exit(str(e))
   model_fn = models.get_model_fn(hparams['model'], input_shape, num_classes)
   weights, round_num = program.load_model_weights(_ROOT.value)
-  model = algorithms.keras_model_from_weights(model_fn, weights)
+  model = models.keras_model_from_weights(model_fn, weights)
   output_dir = _OUTPUT.value or os.path.join(_ROOT.value, 'export')
   artifacts = export.export_model(model, output_dir,
                                   x_test[:_SAMPLES.value],

@@ -37,7 +37,6 @@ _TF_LOG_LEVEL = quiet.silence_from_argv()  # Before TensorFlow is imported.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import getpass
-import json
 import re
 import tempfile
 
@@ -47,7 +46,8 @@ from absl import logging
 
 from tff_feddst import choices
 from tff_feddst.algorithms import registry
-from tff_feddst.data import presence  # TF-free, like interrupts and run_lock.
+from tff_feddst.data import catalog  # TF-free, like interrupts and run_lock.
+from tff_feddst.data import presence
 from tff_feddst.data import sources
 from tff_feddst.program import interrupts
 from tff_feddst.program import run_lock
@@ -83,31 +83,13 @@ def __getattr__(name: str):
 # The library's names, from its TF-free modules.
 PARTITIONS = choices.PARTITIONS
 MODELS = choices.MODELS
-DATASETS = sources.DATASET_NAMES + ('emnist', 'tfrecord')
-# Datasets whose clients are given, not partitioned by us.
-_FEDERATED_DATASETS = ('emnist', 'tfrecord')
-# --model default for --dataset=tfrecord, by the input shape in its spec.
-_MODEL_BY_SHAPE = {(8, 8, 1): 'digits_cnn', (28, 28, 1): 'mnist_cnn',
-                   (32, 32, 3): 'cifar_cnn'}
-_DEMO_DATASETS = ('digits', 'synthetic')
-DEFAULT_MODELS = {
-    'digits': 'digits_cnn', 'synthetic': 'mnist_cnn', 'mnist': 'mnist_cnn',
-    'fashion_mnist': 'mnist_cnn', 'cifar10': 'cifar_cnn',
-    'cifar100': 'cifar_cnn', 'emnist': 'femnist_cnn',
-}
-# Run-size defaults: the embedded datasets get a ~1 minute demo, the others
-# the reference's settings.
-SIZE_DEFAULTS = {
-    'demo': dict(total_clients=20, clients_per_round=5, rounds=40,
-                 rounds_between_readjustments=3, eval_every=4),
-    'paper': dict(total_clients=400, clients_per_round=20, rounds=400,
-                  rounds_between_readjustments=10, eval_every=10),
-}
+DATASETS = catalog.DATASETS
+SIZE_DEFAULTS = catalog.SIZE_DEFAULTS
 
 
 def _size_help(name: str) -> str:
   return (f'default {SIZE_DEFAULTS["demo"][name]} for '
-          f'{"/".join(_DEMO_DATASETS)}, {SIZE_DEFAULTS["paper"][name]} '
+          f'{"/".join(catalog.DEMO)}, {SIZE_DEFAULTS["paper"][name]} '
           'otherwise')
 
 
@@ -156,7 +138,8 @@ flags.DEFINE_string('data_dir', None, 'Directory holding the dataset files '
                     '~/.tff).')
 flags.DEFINE_enum('model', None, MODELS,
                   'Default by dataset: ' + ', '.join(
-                      f'{d}->{m}' for d, m in DEFAULT_MODELS.items()) + '.')
+                      f'{d}->{m}' for d, m in catalog.DEFAULT_MODELS.items())
+                  + '.')
 flags.DEFINE_enum('partition', 'dirichlet', PARTITIONS,
                   'How examples are split over clients (not for emnist, '
                   'whose clients are the writers).')
@@ -222,12 +205,12 @@ def _register_validators() -> None:
   @flags.multi_flags_validator(['clients_per_round', 'total_clients',
                                 'dataset'])
   def _clients(values):  # pylint: disable=unused-variable
-    size = _size(values['dataset'])
+    size = catalog.size(values['dataset'])
     per_round = values['clients_per_round'] or SIZE_DEFAULTS[size][
         'clients_per_round']
     total = values['total_clients']
     given = total is not None
-    if total is None and values['dataset'] not in _FEDERATED_DATASETS:
+    if total is None and values['dataset'] not in catalog.FEDERATED:
       total = SIZE_DEFAULTS[size]['total_clients']
     if total is not None and per_round > total:
       raise flags.ValidationError(
@@ -244,7 +227,7 @@ def _register_validators() -> None:
     # z < 2 * 0.05 m (privacy.aggregator.DPConfig says why).
     z = values['dp_noise_multiplier']
     per_round = values['clients_per_round'] or SIZE_DEFAULTS[
-        _size(values['dataset'])]['clients_per_round']
+        catalog.size(values['dataset'])]['clients_per_round']
     adaptive = (values['dp_adaptive_quantile'] is not None and
                 values['dp_clip_norm'] is None)
     if z is not None and adaptive and z >= 0.1 * per_round:
@@ -265,13 +248,9 @@ def _register_validators() -> None:
     return True
 
 
-def _size(dataset: str) -> str:
-  return 'demo' if dataset in _DEMO_DATASETS else 'paper'
-
-
 def algorithm_hparams(values) -> dict:
   """The algorithm's hyperparameters from flag values (`registry.resolve`)."""
-  size = SIZE_DEFAULTS[_size(values['dataset'])]
+  size = SIZE_DEFAULTS[catalog.size(values['dataset'])]
   return registry.resolve(
       values['algorithm'], {n: values[n] for n in registry.OPTIONS},
       rounds=values['rounds'] or size['rounds'], size_defaults=size,
@@ -283,14 +262,14 @@ _register_validators()
 
 def resolve_hparams() -> dict:
   """The run's effective hyperparameters (defaults filled; None if unused)."""
-  size = SIZE_DEFAULTS[_size(FLAGS.dataset)]
+  size = SIZE_DEFAULTS[catalog.size(FLAGS.dataset)]
 
   def sized(name):
     value = getattr(FLAGS, name)
     return size[name] if value is None else value
 
   rounds = sized('rounds')
-  emnist = FLAGS.dataset in _FEDERATED_DATASETS  # Clients are given.
+  emnist = FLAGS.dataset in catalog.FEDERATED  # Clients are given.
   hp = dict(
       algorithm=FLAGS.algorithm,
       dataset=FLAGS.dataset,
@@ -322,34 +301,18 @@ def default_root_dir() -> str:
 
 
 def _default_model() -> str:
-  if FLAGS.dataset != 'tfrecord':
-    return DEFAULT_MODELS[FLAGS.dataset]
-  spec_path = os.path.join(FLAGS.data_dir, 'feature_spec.json')
   try:
-    with open(spec_path, encoding='utf-8') as f:
-      shape = tuple(json.load(f)['input_shape'])
-  except (OSError, ValueError, KeyError, TypeError):
-    shape = None  # load_tfrecord names what is wrong with the spec.
-  if shape not in _MODEL_BY_SHAPE:
-    sys.exit(f'train.py: error: --dataset=tfrecord needs --model (no default '
-             f'for inputs of shape {shape} in {spec_path}).')
-  return _MODEL_BY_SHAPE[shape]
+    return catalog.default_model(FLAGS.dataset, FLAGS.data_dir)
+  except ValueError as e:
+    sys.exit(f'train.py: error: --dataset=tfrecord needs --model ({e}).')
 
 
 def load_federated_data(hp: dict) -> data_lib.FederatedData:
   """Loads and partitions the dataset named in `hp`."""
-  if hp['dataset'] in _FEDERATED_DATASETS:
-    load = (data_lib.load_tfrecord if hp['dataset'] == 'tfrecord' else
-            data_lib.load_emnist)
-    federated = load(hp['data_dir'], min_examples=hp['min_examples'])
-    if hp['total_clients'] is not None:
-      federated = data_lib.first_clients(federated, hp['total_clients'])
-    return federated
-  centralized = data_lib.load(hp['dataset'], hp['data_dir'])
-  return data_lib.build_federated_data(
-      centralized, partition=hp['partition'], num_clients=hp['total_clients'],
-      beta=hp['beta'] if hp['beta'] is not None else 0.1,
-      classes_per_client=hp['classes_per_client'] or 2,
+  return catalog.load_federated(
+      hp['dataset'], hp['data_dir'], partition=hp['partition'],
+      beta=hp['beta'], total_clients=hp['total_clients'],
+      classes_per_client=hp['classes_per_client'],
       min_examples=hp['min_examples'], seed=hp['seed'])
 
 
@@ -411,7 +374,7 @@ def _train(hp: dict, root_dir: str) -> program.TrainResult:
       root_dir=root_dir, rounds=hp['rounds'],
       clients_per_round=hp['clients_per_round'], batch_size=hp['batch_size'],
       seed=hp['seed'], eval_every=(FLAGS.eval_every or SIZE_DEFAULTS[
-          _size(hp['dataset'])]['eval_every']),
+          catalog.size(hp['dataset'])]['eval_every']),
       checkpoint_every=FLAGS.checkpoint_every,
       upload_cap_mb=FLAGS.upload_cap_mb,
       dp_noise_multiplier=hp['dp_noise_multiplier'], dp_delta=hp['dp_delta'],

@@ -33,18 +33,13 @@ from absl import flags
 # --help and a refused flag answer at once, not after ~10 s of imports.
 from tff_feddst import choices
 from tff_feddst import tf_import
-from tff_feddst.data import sources  # TF-free.
+from tff_feddst.data import catalog  # TF-free.
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # The library's names, from its TF-free modules.
 PARTITIONS = choices.PARTITIONS
-DATASETS = sources.DATASET_NAMES + ('emnist',)
-# launchers/train.py's default --total_clients (its SIZE_DEFAULTS): the
-# embedded datasets get its demo size, the others the paper's; emnist keeps
-# all writers.
-DEMO_DATASETS = ('digits', 'synthetic')
-DEMO_TOTAL_CLIENTS = 20
-PAPER_TOTAL_CLIENTS = 400
+DATASETS = catalog.BUNDLED
+_SIZES = catalog.SIZE_DEFAULTS  # launchers/train.py's.
 
 _OUTPUT = flags.DEFINE_string('output_dir', None, 'Directory to create; must '
                               'not exist or be empty.', required=True)
@@ -62,43 +57,17 @@ _MIN_EXAMPLES = flags.DEFINE_integer('min_examples', 0, 'Drop clients with '
                                      'fewer train examples.', lower_bound=0)
 _TOTAL = flags.DEFINE_integer(
     'total_clients', None, f'Clients to split the data over; default '
-    f'{DEMO_TOTAL_CLIENTS} for {"/".join(DEMO_DATASETS)}, '
-    f'{PAPER_TOTAL_CLIENTS} otherwise. For emnist: the first N writers '
-    '(default all).', lower_bound=1)
+    f'{_SIZES["demo"]["total_clients"]} for {"/".join(catalog.DEMO)}, '
+    f'{_SIZES["paper"]["total_clients"]} otherwise. For emnist: the first N '
+    'writers (default all).', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Seeds the partition.', lower_bound=0)
 
 flags.register_validator('beta', lambda v: v > 0, message='--beta must be > 0.')
 
 
-def default_total_clients(dataset: str) -> int | None:
-  if dataset == 'emnist':
-    return None  # All writers.
-  return (DEMO_TOTAL_CLIENTS if dataset in DEMO_DATASETS
-          else PAPER_TOTAL_CLIENTS)
-
-
-def federated_data(dataset: str, data_dir: str | None, *,
-                   partition: str = 'dirichlet', beta: float = 0.1,
-                   total_clients: int | None = None,
-                   classes_per_client: int = 2, min_examples: int = 0,
-                   seed: int = 0) -> data_lib.FederatedData:
-  """The clients train.py builds from the same flags (its defaults here)."""
-  from tff_feddst import data as data_lib  # pylint: disable=g-import-not-at-top
-  if dataset == 'emnist':
-    federated = data_lib.load_emnist(data_dir, min_examples=min_examples)
-    if total_clients is not None:
-      federated = data_lib.first_clients(federated, total_clients)
-    return federated
-  return data_lib.build_federated_data(
-      data_lib.load(dataset, data_dir), partition=partition,
-      num_clients=total_clients or default_total_clients(dataset), beta=beta,
-      classes_per_client=classes_per_client, min_examples=min_examples,
-      seed=seed)
-
-
 def description(dataset: str, federated: data_lib.FederatedData) -> str:
   """Says in feature_spec.json which flags made the partition."""
-  if dataset == 'emnist':
+  if dataset in catalog.FEDERATED:
     flags_used = ['min_examples', 'total_clients']
   else:
     flags_used = ['partition', 'total_clients', 'min_examples', 'seed']
@@ -106,7 +75,7 @@ def description(dataset: str, federated: data_lib.FederatedData) -> str:
                    'iid': []}[_PARTITION.value]
   values = {n: flags.FLAGS[n].value for n in flags_used}
   if values['total_clients'] is None:
-    values['total_clients'] = default_total_clients(dataset)
+    values['total_clients'] = catalog.default_total_clients(dataset)
   settings = ' '.join(f'--{n}={v}' for n, v in values.items()
                       if v is not None)
   return (f'launchers/write_tfrecords.py --dataset={dataset} {settings}: '
@@ -133,7 +102,7 @@ def main(argv):
   from tff_feddst import runtime
   # pylint: enable=g-import-not-at-top,unused-import
   try:
-    federated = federated_data(
+    federated = catalog.load_federated(
         _DATASET.value, _DATA_DIR.value, partition=_PARTITION.value,
         beta=_BETA.value, total_clients=_TOTAL.value,
         classes_per_client=_CLASSES.value, min_examples=_MIN_EXAMPLES.value,

@@ -1,7 +1,7 @@
 """Shipping a trained sparse model: SavedModel and (sparse) TFLite, checked.
 
 Input is a plain Keras model whose kernels already hold kernel * mask (see
-`algorithms.keras_model_from_weights`). Outputs, each written atomically:
+`models.keras_model_from_weights`). Outputs, each written atomically:
 
 * `saved_model/`: a SavedModel with a `serving_default` signature;
 * `model_dense.tflite`: float TFLite without sparsity encoding;

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import algorithms
+from tff_feddst import models
 from tff_feddst import runtime
 
 L = tf.keras.layers
@@ -93,7 +94,7 @@ def test_byo_model_trains_with_exact_masks(kind, model_fn, masked):
   if kind == 'vision':
     # BN moving statistics are model state: averaged, not left at init.
     assert len(layout.dense_non_trainable_index) == 2
-  plain = algorithms.keras_model_from_weights(model_fn, weights)
+  plain = models.keras_model_from_weights(model_fn, weights)
   x = next(iter(data[0]))['x']
   assert plain(x).shape == (8, 3)
 

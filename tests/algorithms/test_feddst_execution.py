@@ -389,7 +389,7 @@ def test_feddst_learns_digits():
   state, outs = run_rounds(process, state, 10, datasets)
   losses = [o.metrics['client_work']['train']['loss'] for o in outs]
   assert losses[-1] < 0.6 * losses[0]
-  model = algorithms.keras_model_from_weights(
+  model = models.keras_model_from_weights(
       models.get_model_fn('mlp', (8, 8, 1), 10), process.get_model_weights(state))
   x, y = digits.central_test
   accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y)

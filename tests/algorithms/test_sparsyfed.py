@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import algorithms
+from tff_feddst import models
 from tff_feddst import export
 from tff_feddst.algorithms import registry
 from tff_feddst.algorithms import sparsyfed
@@ -410,7 +411,7 @@ def test_effective_weights_make_an_ordinary_exportable_model(
     np.testing.assert_allclose(weights.trainable[i],
                                np_power(np.asarray(v.trainable[i]), BETA),
                                rtol=1e-5, atol=1e-7)
-  plain = algorithms.keras_model_from_weights(model_fn, weights)
+  plain = models.keras_model_from_weights(model_fn, weights)
   assert [type(l).__name__ for l in plain.layers] == ['Flatten', 'Dense',
                                                       'Dense']
   trained = powerprop.powerprop_model(model_fn(), BETA, copy_weights=False)

@@ -1,6 +1,5 @@
 """TFRecord client data: the writer tool's round trip, both layouts, errors."""
 
-import ast
 import collections
 import dataclasses
 import json
@@ -16,34 +15,13 @@ import pytest
 import tensorflow as tf
 
 from tff_feddst import data as data_lib
+from tff_feddst.data import catalog
 from tff_feddst.data import presence
 from tff_feddst.data import tfrecord
 from tff_feddst.data.sources import CorruptDatasetError, DatasetNotFoundError
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'launchers' / 'write_tfrecords.py'
-TRAIN = REPO / 'launchers' / 'train.py'
-
-
-def _literal(path, name):
-  """A module-level constant of a launcher, read without importing it.
-
-  Importing a launcher defines its absl flags, and two launchers define some
-  of the same ones.
-  """
-  def value(node):
-    if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'dict':
-      return {k.arg: value(k.value) for k in node.keywords}
-    if isinstance(node, ast.Dict):
-      return {ast.literal_eval(k): value(v)
-              for k, v in zip(node.keys, node.values)}
-    return ast.literal_eval(node)
-
-  for node in ast.parse(path.read_text()).body:
-    if (isinstance(node, ast.Assign) and len(node.targets) == 1
-        and getattr(node.targets[0], 'id', None) == name):
-      return value(node.value)
-  raise AssertionError(f'{path} no longer defines {name}; update this test')
 
 
 def elements(client_data, cid):
@@ -76,18 +54,10 @@ def digits_written(tmp_path_factory):
 @pytest.fixture(scope='module')
 def digits_bundled():
   """What launchers/train.py trains on with no flags."""
-  flags = _literal(TRAIN, 'SIZE_DEFAULTS')['demo']
+  flags = catalog.SIZE_DEFAULTS['demo']
   return data_lib.build_federated_data(
       data_lib.load('digits'), partition='dirichlet',
       num_clients=flags['total_clients'], beta=0.1, seed=0)
-
-
-def test_tool_defaults_are_train_py_defaults():
-  sizes = _literal(TRAIN, 'SIZE_DEFAULTS')
-  assert _literal(TOOL, 'DEMO_DATASETS') == _literal(TRAIN, '_DEMO_DATASETS')
-  assert _literal(TOOL, 'DEMO_TOTAL_CLIENTS') == sizes['demo']['total_clients']
-  assert (_literal(TOOL, 'PAPER_TOTAL_CLIENTS')
-          == sizes['paper']['total_clients'])
 
 
 def test_round_trip_of_the_digits_demo(digits_written, digits_bundled):

@@ -117,14 +117,14 @@ def test_group_evaluation_matches_a_per_client_loop(setup, reference_run):
                                    budgets=budgets.parse(BUDGETS),
                                    assignment=assignment)
   got = evaluator(weights)
-  wrapped = algorithms.keras_model_from_weights(model_fn, weights,
+  wrapped = models.keras_model_from_weights(model_fn, weights,
                                                 strip=False)
   pairs = models.masked_kernels(wrapped)
   kernels = [p.kernel.numpy() for p in pairs]
   masks = [p.mask.numpy() for p in pairs]
   for density in (0.05, 0.1, 0.2):
     sub = budgets.budget_masks(kernels, masks, density)
-    model = algorithms.keras_model_from_weights(model_fn, weights,
+    model = models.keras_model_from_weights(model_fn, weights,
                                                 strip=False)
     for p, s in zip(models.masked_kernels(model), sub):
       p.mask.assign(s)

@@ -22,6 +22,7 @@ from tff_feddst import models
 from tff_feddst import program
 from tff_feddst import runtime
 from tff_feddst.program import evaluation
+from tff_feddst.program import checkpoints
 from tff_feddst.program import train_loop
 
 HPARAMS = {'algorithm': 'feddst', 'sparsity': 0.8}
@@ -196,7 +197,7 @@ def test_evaluator_matches_per_client_loop(setup, reference_run):
   federated, model_fn, process = setup
   weights = process.get_model_weights(reference_run[1].state)
   got = evaluation.Evaluator(federated, model_fn, loss_fn)(weights)
-  model = algorithms.keras_model_from_weights(model_fn, weights)
+  model = models.keras_model_from_weights(model_fn, weights)
   x, y = federated.central_test
   logits = model.predict(x, verbose=0)
   assert got['test/accuracy'] == pytest.approx(
@@ -292,14 +293,14 @@ def test_sigterm_stops_between_rounds_and_resume_equals_uninterrupted(
 
 def test_signal_during_checkpoint_waits_for_the_save(setup, tmp_path,
                                                      monkeypatch):
-  save = train_loop.save_model_weights
+  save = checkpoints.save_model_weights
 
   def save_after_a_signal(path, weights, round_num):
     if round_num == 2:  # The state is saved; the weights come next.
       send_and_wait(signal.SIGINT)
     save(path, weights, round_num)
 
-  monkeypatch.setattr(train_loop, 'save_model_weights', save_after_a_signal)
+  monkeypatch.setattr(checkpoints, 'save_model_weights', save_after_a_signal)
   with pytest.raises(program.TrainingInterrupted) as info:
     run(setup, config(tmp_path, checkpoint_every=1))
   e = info.value
@@ -384,7 +385,7 @@ def _rewrite_checkpoint_2(setup, reference_run, tmp_path, rewrite):
   manager = tff.program.FileProgramStateManager(
       str(checkpoints), prefix='program_state_')
   state, counters = asyncio.run(manager.load(
-      2, (process.initialize(), train_loop._counters())))
+      2, (process.initialize(), checkpoints.counters())))
   shutil.rmtree(checkpoints / 'program_state_2')
   shutil.rmtree(checkpoints / 'program_state_3')
   asyncio.run(manager.save(rewrite(state, counters), 2))

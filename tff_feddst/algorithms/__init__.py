@@ -14,7 +14,6 @@ _EXPORTS = {
     'build_feddst_components': 'feddst',
     'build_weighted_feddst': 'feddst',
     'FedDSTComponents': 'feddst',
-    'keras_model_from_weights': 'feddst',
     'build_flash_components': 'flash',
     'build_weighted_flash': 'flash',
     'build_prunefl_components': 'prunefl',

@@ -534,29 +534,3 @@ def _dp_components(start: _InitialModel, initial_model_weights_fn,
       server_optimizer=server_optimizer)
   return FedDSTComponents(layout, initial_model_weights_fn, distributor,
                           client_work, aggregator, finalizer)
-
-
-def keras_model_from_weights(model_fn: Callable[[], tf.keras.Model],
-                             weights: tff.learning.models.ModelWeights, *,
-                             strip: bool = True) -> tf.keras.Model:
-  """A Keras model holding `weights` (e.g. `process.get_model_weights(state)`).
-
-  With `strip` (default) the result is a plain Keras model whose kernels are
-  multiplied by their masks, ready for evaluation and export; otherwise the
-  TF-MOT-wrapped model with its masks.
-  """
-  model = models_lib.make_prunable(model_fn(), log=False)
-  trainable = [np.asarray(w) for w in weights.trainable]
-  non_trainable = [np.asarray(w) for w in weights.non_trainable]
-  if len(trainable) != len(model.trainable_weights) or len(
-      non_trainable) != len(model.non_trainable_weights):
-    raise ValueError('weights do not match the model built by model_fn: '
-                     f'{len(trainable)}/{len(non_trainable)} trainable/'
-                     f'non-trainable arrays for a model with '
-                     f'{len(model.trainable_weights)}/'
-                     f'{len(model.non_trainable_weights)}.')
-  for v, w in zip(model.trainable_weights, trainable):
-    v.assign(w)
-  for v, w in zip(model.non_trainable_weights, non_trainable):
-    v.assign(w)
-  return models_lib.strip(model) if strip else model

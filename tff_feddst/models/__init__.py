@@ -14,6 +14,7 @@ from tff_feddst.models.prunable import pruning_bookkeeping
 from tff_feddst.models.prunable import set_masks
 from tff_feddst.models.prunable import strip
 from tff_feddst.models.prunable import target_live_counts
+from tff_feddst.models.tff_model import keras_model_from_weights
 from tff_feddst.models.tff_model import masked_model_fn
 from tff_feddst.models.zoo import cifar_cnn
 from tff_feddst.models.zoo import digits_cnn

@@ -22,10 +22,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_feddst import algorithms
 from tff_feddst import data as data_lib
 from tff_feddst import models as models_lib
 from tff_feddst.sparsity import budgets as budgets_lib
+from tff_feddst.sparsity import budgets_tf
 
 
 def client_test_arrays(test: tff.simulation.datasets.ClientData
@@ -89,7 +89,7 @@ class Evaluator:
 
   def __call__(self, weights: tff.learning.models.ModelWeights
                ) -> dict[str, float | int]:
-    stripped = algorithms.keras_model_from_weights(self._model_fn, weights)
+    stripped = models_lib.keras_model_from_weights(self._model_fn, weights)
     self._model.set_weights(stripped.get_weights())
     central = self._model.evaluate(
         self._x_central, self._y_central, batch_size=self._batch_size,
@@ -131,13 +131,15 @@ def budget_model(model_fn: Callable[[], tf.keras.Model],
                  weights: tff.learning.models.ModelWeights,
                  density: float) -> tf.keras.Model:
   """The plain Keras model of `weights` pruned to a client budget `density`
-  (`sparsity.budgets.budget_masks`: per layer, the largest |w| of the global
-  mask)."""
-  model = algorithms.keras_model_from_weights(model_fn, weights, strip=False)
+  (`sparsity.budgets_tf`: the clients' rule, per layer the largest |w| of
+  the global mask)."""
+  model = models_lib.keras_model_from_weights(model_fn, weights, strip=False)
   pairs = models_lib.masked_kernels(model)
-  kernels = [p.kernel.numpy() for p in pairs]
-  masks = [p.mask.numpy() for p in pairs]
-  for p, sub in zip(pairs, budgets_lib.budget_masks(kernels, masks, density)):
+  subs, _ = budgets_tf.budget_masks(
+      [tf.convert_to_tensor(p.kernel) for p in pairs],
+      [tf.convert_to_tensor(p.mask) for p in pairs],
+      tf.constant(density, tf.float32))
+  for p, sub in zip(pairs, subs):
     p.mask.assign(sub)
-    p.kernel.assign(p.kernel.numpy() * sub)
+    p.kernel.assign(p.kernel.numpy() * sub.numpy())
   return models_lib.strip(model)

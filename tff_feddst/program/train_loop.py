@@ -16,7 +16,7 @@ process's own `round_num` metric counts from 0):
    `FileProgramStateManager`, version r).
 
 At the end the global model weights are written to `model_weights.npz`
-(`load_model_weights` reads them back).
+(`checkpoints.load_model_weights` reads them back).
 
 Resume. A start in a root directory that holds checkpoints continues after the
 latest one, with the same clients, data order and process state, so the
@@ -28,16 +28,8 @@ there. `hparams.json` guards against resuming with other hyperparameters
 (`hparams`). Only the wall-clock columns (`time/...`) differ from an
 uninterrupted run.
 
-Damaged checkpoints. A crash or a full disk during a save can leave the latest
-checkpoint truncated (TF's reader then raises IndexError, DataLossError,
-OSError, ...). The run resumes from the newest checkpoint that loads, with a
-warning naming each damaged one, which is moved aside to
-`checkpoints/damaged_program_state_N` (kept for inspection; its version is
-saved again when the run gets there). Resuming from an older round is the case
-above: the CSV rows after it are replaced as the rounds are run again. When
-checkpoints exist but none loads (also what another version of this code
-would see), `NoUsableCheckpointError` names the directory and nothing is
-moved.
+Damaged checkpoints: the run resumes from the newest checkpoint that loads
+(`checkpoints`).
 
 One run per root directory. `train` holds the directory's lock (`run_lock`)
 from start to end; a second run on it is refused with
@@ -68,14 +60,11 @@ import collections
 import dataclasses
 import datetime
 import math
-import shutil
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -83,6 +72,7 @@ from tff_feddst import data as data_lib
 from tff_feddst import models as models_lib
 from tff_feddst import runtime as runtime_lib
 from tff_feddst.privacy import accounting
+from tff_feddst.program import checkpoints
 from tff_feddst.program import evaluation
 from tff_feddst.program import hparams as hparams_lib
 from tff_feddst.program import interrupts
@@ -93,8 +83,6 @@ from tff_feddst.program import sampling
 from tff_feddst.sparsity import budgets as budgets_lib
 
 _BYTES_PER_MB = metrics_lib.BYTES_PER_MB
-_STATE_PREFIX = 'program_state_'  # FileProgramStateManager's, made explicit.
-_DAMAGED_PREFIX = 'damaged_'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,10 +203,6 @@ class TrainingInterrupted(interrupts.Interrupted):
             f'{how_to_restart} to start again.')
 
 
-class NoUsableCheckpointError(RuntimeError):
-  """The run directory holds checkpoints, but none of them loads."""
-
-
 def run_hparams(config: TrainConfig,
                 hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """What `train` records in hparams.json: `config` (but root_dir) + `hparams`."""
@@ -232,16 +216,6 @@ def run_hparams(config: TrainConfig,
   return merged
 
 
-def _counters(round_num: int = 0,
-              elapsed: float = 0.0) -> collections.OrderedDict:
-  """Program counters checkpointed beside the process state.
-
-  The bytes uploaded are not among them: the process's state counts them.
-  """
-  return collections.OrderedDict(round=np.int64(round_num),
-                                 elapsed_seconds=np.float64(elapsed))
-
-
 def _format_seconds(seconds: float) -> str:
   return str(datetime.timedelta(seconds=round(max(seconds, 0.0))))
 
@@ -251,25 +225,6 @@ def kernel_names(model_fn: Callable[[], tf.keras.Model]) -> list[str]:
   model = models_lib.make_prunable(model_fn(), log=False)
   names = [p.kernel.name.split(':')[0] for p in models_lib.masked_kernels(model)]
   return names if len(set(names)) == len(names) else []
-
-
-def save_model_weights(path, weights: tff.learning.models.ModelWeights,
-                       round_num: int) -> None:
-  """Writes `weights` (and the round they are from) to an .npz, atomically."""
-  arrays = {f'trainable_{i:03d}': np.asarray(w)
-            for i, w in enumerate(weights.trainable)}
-  arrays.update({f'non_trainable_{i:03d}': np.asarray(w)
-                 for i, w in enumerate(weights.non_trainable)})
-  paths.savez_atomic(path, round=np.int64(round_num), **arrays)
-
-
-def load_model_weights(root_dir) -> tuple[tff.learning.models.ModelWeights, int]:
-  """The final global weights of the run in `root_dir`, and their round."""
-  with np.load(paths.RunPaths.of(root_dir).model_weights) as f:
-    def ordered(prefix):
-      return [f[k] for k in sorted(k for k in f.files if k.startswith(prefix))]
-    return (tff.learning.models.ModelWeights(
-        ordered('trainable_'), ordered('non_trainable_')), int(f['round']))
 
 
 def next_or_explain(process: tff.learning.templates.LearningProcess, state,
@@ -318,78 +273,6 @@ def _rounds_left(round_num: int, config: TrainConfig, uplink: int,
   return left
 
 
-def _set_aside_damaged(checkpoints: Path, version: int, reason: str,
-                       resumed_version: int) -> None:
-  """Moves checkpoint `version` out of the state manager's sight."""
-  source = checkpoints / f'{_STATE_PREFIX}{version}'
-  target = checkpoints / f'{_DAMAGED_PREFIX}{source.name}'
-  if target.exists():
-    shutil.rmtree(target)
-  source.rename(target)
-  logging.warning('Checkpoint %s is damaged (%s); resuming from the one of '
-                  'round %d instead. Moved the damaged one to %s.', source,
-                  reason, resumed_version, target)
-
-
-def _restore(state_manager: tff.program.FileProgramStateManager, template,
-             checkpoints: Path) -> tuple[Any, int, list[int]]:
-  """Loads the newest checkpoint that loads (see "Damaged checkpoints").
-
-  Returns:
-    (program state, version, versions set aside as damaged); the state is None
-    and the version 0 when there is no checkpoint.
-
-  Raises:
-    NoUsableCheckpointError: there are checkpoints, and none loads.
-  """
-  versions = asyncio.run(state_manager.get_versions()) or []
-  failures: list[tuple[int, str]] = []
-  for version in reversed(versions):
-    try:
-      restored = _load(state_manager, version, template)
-    except Exception as e:  # pylint: disable=broad-except
-      # TF's readers fail on damaged files in many ways (IndexError,
-      # DataLossError, OSError, OpError, ...).
-      reason = f'{type(e).__name__}: {e}'
-      failures.append((version, reason[:300]))
-      continue
-    with interrupts.held():
-      for damaged, reason in failures:
-        _set_aside_damaged(checkpoints, damaged, reason, version)
-    return restored, version, [v for v, _ in failures]
-  if failures:
-    listing = '; '.join(f'{_STATE_PREFIX}{v}: {r}' for v, r in failures)
-    raise NoUsableCheckpointError(
-        f'None of the {len(failures)} checkpoints in {checkpoints} loads '
-        f'(newest first: {listing}). If another version of tff_feddst wrote '
-        'them, resume with that version; if they are damaged, move them away '
-        'to start the run again.')
-  return None, 0, []
-
-
-def _load(state_manager, version: int, template):
-  """Checkpoint `version` as (state, counters)."""
-  loaded = asyncio.run(state_manager.load(version, template))
-  _check_same_arrays(loaded[0], template[0])
-  return loaded
-
-
-def _check_same_arrays(state, template):
-  """Refuses a loaded state whose arrays differ in shape or dtype from the
-  process's (TFF's loader packs any arrays into the structure; another
-  version's state would fail later, deep in TFF's serializer)."""
-  got_arrays, want_arrays = tf.nest.flatten(state), tf.nest.flatten(template)
-  if len(got_arrays) != len(want_arrays):
-    raise ValueError(f'its state has {len(got_arrays)} arrays, this process '
-                     f'{len(want_arrays)}')
-  for i, (got, want) in enumerate(zip(got_arrays, want_arrays)):
-    got, want = np.asarray(got), np.asarray(want)
-    if got.shape != want.shape or got.dtype != want.dtype:
-      raise ValueError(
-          f'its state array {i} is {got.dtype}{list(got.shape)}, this '
-          f'process expects {want.dtype}{list(want.shape)}')
-
-
 @dataclasses.dataclass
 class _Progress:
   """How far `train` got, for the message of `TrainingInterrupted`."""
@@ -428,7 +311,7 @@ def train(process: tff.learning.templates.LearningProcess,
   Raises:
     hparams.HparamsMismatchError: the root directory holds another run.
     run_lock.RunDirectoryInUseError: another process is running in it.
-    NoUsableCheckpointError: it holds checkpoints, and none loads.
+    checkpoints.NoUsableCheckpointError: it holds checkpoints, and none loads.
     runtime.WorkerUnavailableError: a TFF worker died during a round.
     TrainingInterrupted: SIGINT or SIGTERM arrived (main thread only).
   """
@@ -465,9 +348,8 @@ def _train(process, federated_data, config: TrainConfig,
   with interrupts.held():
     hparams_lib.write_or_check_hparams(run_paths.root,
                                        run_hparams(config, hparams))
-  state_manager = tff.program.FileProgramStateManager(
-      str(run_paths.checkpoints), prefix=_STATE_PREFIX,
-      keep_total=config.keep_checkpoints, keep_first=False)
+  state_manager = checkpoints.state_manager(run_paths,
+                                            config.keep_checkpoints)
   state, counters = _resume(process, state_manager, run_paths, progress)
   done_rounds = int(counters['round'])
   stopped_by_cap = _cap_reached(config, _cumulative_uplink(state) or 0)
@@ -477,7 +359,7 @@ def _train(process, federated_data, config: TrainConfig,
     # The last round always checkpoints; this covers runs from before
     # model_weights.npz existed.
     with interrupts.held():
-      save_model_weights(run_paths.model_weights,
+      checkpoints.save_model_weights(run_paths.model_weights,
                          process.get_model_weights(state), done_rounds)
     return TrainResult(state=state, rounds_completed=done_rounds, metrics={},
                        stopped_by_upload_cap=stopped_by_cap)
@@ -540,9 +422,9 @@ def _budget_assignment(process, federated_data, config: TrainConfig
 def _resume(process, state_manager, run_paths: paths.RunPaths,
             progress: _Progress):
   """(process state, counters) of the newest usable checkpoint, or initial."""
-  template = (process.initialize(), _counters())
-  restored, version, set_aside = _restore(state_manager, template,
-                                          run_paths.checkpoints)
+  template = (process.initialize(), checkpoints.counters())
+  restored, version, set_aside = checkpoints.restore(state_manager, template,
+                                                     run_paths.checkpoints)
   state, counters = restored if restored is not None else template
   done_rounds = int(counters['round'])
   if restored is not None:
@@ -552,7 +434,7 @@ def _resume(process, state_manager, run_paths: paths.RunPaths,
   progress.where = f'before round {done_rounds + 1}'
   if set_aside:
     with interrupts.held():  # The weights of the checkpoint resumed from.
-      save_model_weights(run_paths.model_weights,
+      checkpoints.save_model_weights(run_paths.model_weights,
                          process.get_model_weights(state), done_rounds)
   return state, counters
 
@@ -664,9 +546,9 @@ def _checkpoint(session: _Session, state, round_num: int, elapsed: float,
                 weights) -> None:
   """Checkpoint `round_num`, then the `after_checkpoint` hook."""
   with interrupts.held():
-    _save_checkpoint(
+    checkpoints.save(
         session.state_manager, session.run_paths,
-        (state, _counters(round_num, elapsed)), round_num,
+        (state, checkpoints.counters(round_num, elapsed)), round_num,
         session.process.get_model_weights(state) if weights is None
         else weights)
     session.progress.last_checkpoint = round_num
@@ -727,12 +609,3 @@ def _run_round(process, state, federated_data, config: TrainConfig,
                            last_checkpoint=last_checkpoint)
   return output.state, metrics_lib.flatten_metrics(output.metrics,
                                                    kernel_names=names)
-
-
-def _save_checkpoint(state_manager: tff.program.FileProgramStateManager,
-                     run_paths: paths.RunPaths, program_state, round_num: int,
-                     weights: tff.learning.models.ModelWeights) -> None:
-  """Saves checkpoint `round_num` and the weights beside it."""
-  asyncio.run(state_manager.save(program_state, round_num))
-  # The latest checkpoint's weights, readable without the process (export).
-  save_model_weights(run_paths.model_weights, weights, round_num)

@@ -26,8 +26,9 @@ _EXPORTS = {
     'next_global_mask': 'server_masks',
     'global_magnitude_masks': 'global_magnitude',
 }
-_SUBMODULES = ('budgets', 'densities', 'flash', 'global_magnitude', 'masks',
-               'prunefl', 'prunefl_tf', 'schedules', 'server_masks')
+_SUBMODULES = ('budgets', 'budgets_tf', 'densities', 'flash',
+               'global_magnitude', 'masks', 'prunefl', 'prunefl_tf',
+               'schedules', 'server_masks')
 __all__ = sorted(_EXPORTS)
 _exported, __dir__ = lazy_exports.lazy_exports(__name__, _EXPORTS)
 

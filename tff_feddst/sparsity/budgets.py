@@ -17,9 +17,11 @@ federation's clients at each.
   |w| among the live ones (ties to the lower flat index, as
   `sparsity.prune_by_magnitude`). Each layer shrinks by the same factor b / d,
   so the client's total is at most b·N, except that a layer never loses its
-  last weight (a layer with no weights would cut the network). The budget
-  travels to the client as float32; the rule rounds it to float32 first so
-  that the client (TF) and this numpy model agree to the weight.
+  last weight (a layer with no weights would cut the network). Runs apply
+  it with `sparsity.budgets_tf`; the numpy functions here are its reference
+  model, which the tests check it against. The budget travels to the client
+  as float32; the model rounds it to float32 first so that the two agree to
+  the weight.
 
 Plain Python and numpy: the registry and the launcher's flag checks use it
 before TensorFlow is imported.
@@ -160,7 +162,7 @@ def layer_counts(live_counts: Sequence[int], kernel_sizes: Sequence[int],
                  budget: float) -> np.ndarray:
   """k_l = min(live_l, max(1, floor(live_l · b · N / Σ live))) (0 if no live).
 
-  The same float64 operations in the same order as the client's TF code.
+  The same float64 operations in the same order as `budgets_tf`.
   """
   live = np.asarray(live_counts, np.float64)
   total = float(np.sum(live))

@@ -59,6 +59,7 @@ from tensorflow_federated.python.learning import loop_builder
 
 from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.sparsity import budgets as budgets_lib
+from tff_feddst.sparsity import budgets_tf
 from tff_feddst.sparsity import flash as flash_lib
 from tff_feddst.sparsity import global_magnitude
 from tff_feddst.sparsity import prunefl_tf
@@ -247,24 +248,13 @@ class _ClientTrainer:
     return received_masks
 
   def _apply_budget(self, received_masks, budget):
-    """Keeps, per layer, the k_l largest |w| of the received mask
-    (`sparsity.budgets`: k_l = min(live_l, max(1, floor(live_l·b·N/Σlive))));
-    returns the sub-masks and the counts k_l (int32)."""
-    live = [tf.reduce_sum(tf.cast(m > 0, tf.float64)) for m in received_masks]
-    total = tf.add_n(live)
-    n = float(sum(self.layout.kernel_sizes))
-    b = tf.cast(budget, tf.float64)
-    counts, masks = [], []
-    for kernel, mask_var, received, l in zip(
-        self.kernel_vars, self.mask_vars, received_masks, live):
-      k = tf.floor(l * b * n / tf.maximum(total, 1.0))
-      k = tf.where(l > 0, tf.minimum(l, tf.maximum(k, 1.0)), 0.0)
-      k = tf.cast(k, tf.int32)
-      sub = sparsity_lib.prune_by_magnitude(kernel, received, k)
+    """Keeps, per layer, the largest |w| of the received mask within the
+    budget (`sparsity.budgets_tf`); returns the sub-masks and the counts."""
+    masks, counts = budgets_tf.budget_masks(self.kernel_vars, received_masks,
+                                            budget)
+    for kernel, mask_var, sub in zip(self.kernel_vars, self.mask_vars, masks):
       mask_var.assign(sub)
       kernel.assign(kernel * sub)
-      counts.append(k)
-      masks.append(sub)
     return masks, counts
 
   # Masked local training.
