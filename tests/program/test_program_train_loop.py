@@ -21,8 +21,8 @@ from tff_feddst import data
 from tff_feddst import models
 from tff_feddst import program
 from tff_feddst import runtime
-from tff_feddst.program import evaluation
 from tff_feddst.program import checkpoints
+from tff_feddst.program import evaluation
 from tff_feddst.program import train_loop
 
 HPARAMS = {'algorithm': 'feddst', 'sparsity': 0.8}
@@ -381,13 +381,13 @@ def _rewrite_checkpoint_2(setup, reference_run, tmp_path, rewrite):
   _, _, process = setup
   shutil.copytree(reference_run[0], tmp_path / 'run')
   root = tmp_path / 'run'
-  checkpoints = program.RunPaths.of(root).checkpoints
+  state_dir = program.RunPaths.of(root).checkpoints
   manager = tff.program.FileProgramStateManager(
-      str(checkpoints), prefix='program_state_')
+      str(state_dir), prefix='program_state_')
   state, counters = asyncio.run(manager.load(
       2, (process.initialize(), checkpoints.counters())))
-  shutil.rmtree(checkpoints / 'program_state_2')
-  shutil.rmtree(checkpoints / 'program_state_3')
+  shutil.rmtree(state_dir / 'program_state_2')
+  shutil.rmtree(state_dir / 'program_state_3')
   asyncio.run(manager.save(rewrite(state, counters), 2))
   return root
 
