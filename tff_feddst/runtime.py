@@ -322,14 +322,21 @@ def is_tff_import_default(context) -> bool:
       getattr(stack_fn, '__qualname__', None) !=
       'local_cpp_executor_factory.<locals>.stack_fn'):
     return False
-  cells = dict(zip(stack_fn.__code__.co_freevars,
-                   (c.cell_contents for c in stack_fn.__closure__ or ())))
+  cells = local_cpp_cells(context)
   pipeline = getattr(getattr(context, '_async_context', None),
                      '_compiler_pipeline', None)
   return (cells.get('default_num_clients') == 0 and
           cells.get('stream_structs') is False and
           getattr(pipeline, '_compiler_fn', None) is
           tff.backends.native.desugar_and_transform_to_native)
+
+
+def local_cpp_cells(context) -> dict:
+  """The closure of a TFF local C++ context's executor-stack function
+  (`default_num_clients`, `stream_structs`, its `service_manager`)."""
+  stack_fn = context._executor_factory._executor_stack_fn  # pylint: disable=protected-access
+  return dict(zip(stack_fn.__code__.co_freevars,
+                  (c.cell_contents for c in stack_fn.__closure__ or ())))
 
 
 _TFF_EXECUTOR_FACTORY = ('tensorflow_federated.python.core.impl.'

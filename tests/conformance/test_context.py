@@ -34,9 +34,7 @@ def _current():
 def _stop_tff_worker(context):
   """Stops the worker_binary a TFF local C++ context started (it would
   outlive the test process otherwise)."""
-  stack_fn = context._executor_factory._executor_stack_fn  # pylint: disable=protected-access
-  cells = dict(zip(stack_fn.__code__.co_freevars,
-                   (c.cell_contents for c in stack_fn.__closure__)))
+  cells = runtime.local_cpp_cells(context)
   process = cells['service_manager']._process  # pylint: disable=protected-access
   if process is not None and process.poll() is None:
     os.kill(process.pid, signal.SIGKILL)
@@ -125,9 +123,7 @@ _BEFORE_IMPORT = textwrap.dedent('''
     process.next(process.initialize(), data)
     if mode == 'user_context':
       kept = current is context
-      stack_fn = context._executor_factory._executor_stack_fn
-      cells = dict(zip(stack_fn.__code__.co_freevars,
-                       (c.cell_contents for c in stack_fn.__closure__)))
+      cells = runtime.local_cpp_cells(context)
       worker = cells['service_manager']._process
       ran = worker is not None
       if ran:
