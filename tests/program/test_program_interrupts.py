@@ -68,3 +68,33 @@ def test_exception_in_held_block_wins_over_signal():
   with interrupts.signals_raise():  # The dropped signal does not come back.
     with interrupts.held():
       pass
+
+
+def test_a_swallowed_signal_is_raised_again_by_check():
+  with pytest.raises(interrupts.Interrupted) as info:
+    with interrupts.signals_raise():
+      interrupts.check()  # Nothing yet.
+      try:  # A library that catches everything and carries on.
+        _send_and_wait(signal.SIGTERM)
+      except BaseException:  # pylint: disable=broad-except
+        pass
+      interrupts.check()
+  assert info.value.signum == signal.SIGTERM
+  # Held, then raised at the block's end and swallowed: the same.
+  with pytest.raises(interrupts.Interrupted):
+    with interrupts.signals_raise():
+      try:
+        with interrupts.held():
+          _send_and_wait(signal.SIGINT)
+      except interrupts.Interrupted:
+        pass
+      interrupts.check()
+  # A new block starts clean, and an inner block gives back the outer's.
+  with interrupts.signals_raise():
+    interrupts.check()
+    try:
+      with interrupts.signals_raise():
+        _send_and_wait(signal.SIGINT)
+    except interrupts.Interrupted:
+      pass
+    interrupts.check()

@@ -312,6 +312,26 @@ def test_signal_during_checkpoint_waits_for_the_save(setup, tmp_path,
   assert [r['round'] for r in read_csv(tmp_path)] == ['1', '2']
 
 
+def test_signal_swallowed_by_a_library_stops_at_the_next_round(setup,
+                                                               tmp_path):
+  def after_checkpoint(round_num):
+    if round_num == 1:
+      try:  # Code that catches everything and carries on.
+        send_and_wait(signal.SIGINT)
+      except BaseException:  # pylint: disable=broad-except
+        pass
+
+  federated, model_fn, process = setup
+  with pytest.raises(program.TrainingInterrupted) as info:
+    program.train(process, federated, config(tmp_path, checkpoint_every=1),
+                  model_fn=model_fn, loss_fn=loss_fn, hparams=HPARAMS,
+                  after_checkpoint=after_checkpoint)
+  e = info.value
+  assert (e.signum, e.where, e.last_checkpoint) == (signal.SIGINT,
+                                                    'after round 1', 1)
+  assert [r['round'] for r in read_csv(tmp_path)] == ['1']
+
+
 def test_directory_in_use_is_refused_before_writing(setup, tmp_path):
   # Another holder: a flock on its own open file (flock is per open file).
   run_paths = program.RunPaths.of(tmp_path)

@@ -51,6 +51,7 @@ class _State:
   """The main thread's: signal handlers run in it, and only it holds signals."""
   depth = 0  # Nesting of `held()` blocks.
   pending: int | None = None  # A signal that arrived during them.
+  raised: int | None = None  # The signal last raised in this block.
 
 
 _STATE = _State()
@@ -61,7 +62,24 @@ def _handler(signum, frame) -> None:  # pylint: disable=unused-argument
     if _STATE.pending is None:
       _STATE.pending = signum
     return
+  _raise(signum)
+
+
+def _raise(signum: int) -> None:
+  _STATE.raised = signum
   raise Interrupted(signum)
+
+
+def check() -> None:
+  """Raises `Interrupted` again if a signal was raised in this
+  `signals_raise()` block and the program is still running.
+
+  The exception of a signal is raised wherever the main thread is, which
+  may be inside a library that catches it and carries on; a loop that
+  calls this between its steps stops at the next one all the same.
+  """
+  if _STATE.raised is not None:
+    raise Interrupted(_STATE.raised)
 
 
 @contextlib.contextmanager
@@ -71,9 +89,11 @@ def signals_raise() -> Iterator[None]:
     yield
     return
   previous = {s: signal.signal(s, _handler) for s in SIGNALS}
+  raised, _STATE.raised = _STATE.raised, None
   try:
     yield
   finally:
+    _STATE.raised = raised
     for s, handler in previous.items():
       signal.signal(s, handler)
 
@@ -101,4 +121,4 @@ def held() -> Iterator[None]:
   _STATE.depth -= 1
   if not _STATE.depth and _STATE.pending is not None:
     signum, _STATE.pending = _STATE.pending, None
-    raise Interrupted(signum)
+    _raise(signum)

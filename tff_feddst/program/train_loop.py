@@ -502,6 +502,7 @@ def _run_rounds(session: _Session, state) -> TrainResult:
   flat: dict[str, int | float] = {}
   round_num, stopped_by_cap = session.first_round - 1, False
   for round_num in range(session.first_round, config.rounds + 1):
+    interrupts.check()  # A signal whose exception a library swallowed.
     session.progress.where = f'during round {round_num}'
     round_start = time.monotonic()
     state, flat = _run_round(session.process, state, session.federated_data,
