@@ -80,6 +80,10 @@ _REPORT = flags.DEFINE_bool('report', False,
                             'Write docs/methods.md and plots from the runs.')
 _DOCS = flags.DEFINE_string('docs_dir', os.path.join(_REPO, 'docs'),
                             'Where --report writes.')
+_README = flags.DEFINE_string(
+    'readme', os.path.join(_REPO, 'README.md'),
+    "--report writes the short headline table between the README's markers "
+    '(and so in <docs_dir>/results.md); empty: not the README.')
 
 
 def run_dir(setting: str, variant: str) -> str:
@@ -181,6 +185,155 @@ def _paired_table(setting: str, variants: list[str]) -> list[str]:
           '| variant | − random_mask | − fedavg |', '|---|---|---|', *rows]
 
 
+NAMES = {'fedavg': 'FedAvg (dense)', 'random_mask': 'RandomMask',
+         'feddst': 'FedDST', 'flash_spdst': 'FLASH-SPDST',
+         'flash_jmwst': 'FLASH-JMWST', 'sparsyfed': 'SparsyFed',
+         'prunefl': 'PruneFL', 'feddst_budgets': 'FedDST, budgets (S=0.8)',
+         'flash_jmwst_budgets': 'FLASH-JMWST, budgets (S=0.8)'}
+REFERENCES = ('random_mask', 'fedavg')
+# The generated headline's place in README.md and docs/results.md.
+HEADLINE_BEGIN = ('<!-- The table below is written by '
+                  '`benchmarks/methods.py --report`. -->')
+HEADLINE_END = '<!-- End of the generated table. -->'
+_SEEDS_FIGURE = ('![accuracy vs uplink, one panel per seed]'
+                 '({prefix}methods/accuracy_vs_uplink_seeds.png)')
+
+
+def seed_numbers(variant: str) -> dict[str, dict]:
+  """Per chosen setting whose run of `variant` is complete: its tail mean,
+  acc@MB, uplink and client TFLOP."""
+  out = {}
+  for setting in _SETTINGS.value:
+    rows = report_lib.read_rows(record_dir(setting, variant))
+    tail = report_lib.tail_mean(rows, TAIL_FROM, _ROUNDS.value)
+    if tail is None:
+      continue
+    out[setting] = {
+        'tail': tail, 'uplink_MB': report_lib.uplink_mb(rows),
+        'client_TFLOP': sum(report_lib.value(r, 'round/client_flops') or 0.0
+                            for r in rows) / 1e12,
+        **{f'acc@{mb}MB': report_lib.best_within_mb(rows, mb)
+           for mb in BUDGETS_MB}}
+  return out
+
+
+def headline_rows() -> list[dict]:
+  """Per variant with a complete run: mean ± s.e. over seeds of each
+  number, and the per-seed tail differences against each reference, paired
+  by seed (a seed is one partition: its clients, rounds and test data are
+  the same for every method); best tail accuracy first."""
+  numbers = {v: seed_numbers(v) for v in _VARIANTS.value}
+  rows = []
+  for v, seeds in numbers.items():
+    if not seeds:
+      continue
+    row = {'variant': v, 'seeds': len(seeds)}
+    for key in ('tail', 'uplink_MB', 'client_TFLOP',
+                *(f'acc@{mb}MB' for mb in BUDGETS_MB)):
+      values = [n[key] for n in seeds.values()]
+      row[key] = (None if None in values else report_lib.mean_se(values))
+    for ref in REFERENCES:
+      theirs = numbers.get(ref, {})
+      row[f'vs_{ref}'] = None if v == ref else report_lib.mean_se(
+          [n['tail'] - theirs[s]['tail'] for s, n in seeds.items()
+           if s in theirs])
+    rows.append(row)
+  return sorted(rows, key=lambda r: -r['tail'][0])
+
+
+def _verdict(row: dict) -> str:
+  """What the paired differences of `row` say, in words: only those over at
+  least two seeds make a claim."""
+  claims, single = [], []
+  for ref in REFERENCES:
+    stat = row[f'vs_{ref}']
+    if stat is None:
+      continue
+    if stat[2] < 2:
+      single.append(NAMES[ref])
+    elif report_lib.beyond_two_se(stat):
+      claims.append(f'{"above" if stat[0] > 0 else "below"} {NAMES[ref]}')
+    else:
+      claims.append(f'level with {NAMES[ref]}')
+  if single:
+    claims.append(f'against {" and ".join(single)}: one seed, no claim yet')
+  text = '; '.join(claims)
+  return text[:1].upper() + text[1:] + '.' if text else ''
+
+
+def headline_tables(rows: list[dict]) -> tuple[list[str], list[str]]:
+  """(the full table for docs/methods.md, the short one for README.md and
+  docs/results.md)."""
+  mean = lambda stat: None if stat is None else stat[0]  # pylint: disable=unnecessary-lambda-assignment
+  full = ['| method | seeds | rounds 101–150 | within 50 MB | within 100 MB |'
+          ' within 200 MB | − RandomMask | − FedAvg | client TFLOP | '
+          'uplink MB |', '|---|---|---|---|---|---|---|---|---|---|']
+  short = ['| method | seeds | rounds 101–150 | − RandomMask | − FedAvg | '
+           'uplink MB | what it shows |', '|---|---|---|---|---|---|---|']
+  for r in rows:
+    diffs = [report_lib.fmt_mean_se(r[f'vs_{ref}'], signed=True)
+             for ref in REFERENCES]
+    full.append(' | '.join([
+        f'| {NAMES[r["variant"]]}', str(r['seeds']),
+        report_lib.fmt_mean_se(r['tail']),
+        *(report_lib.fmt_mean_se(r[f'acc@{mb}MB']) for mb in BUDGETS_MB),
+        *diffs, f'{mean(r["client_TFLOP"]):.1f}',
+        f'{mean(r["uplink_MB"]):,.0f} |']))
+    short.append(' | '.join([
+        f'| {NAMES[r["variant"]]}', str(r['seeds']),
+        report_lib.fmt_mean_se(r['tail']), *diffs,
+        f'{mean(r["uplink_MB"]):,.0f}', f'{_verdict(r)} |']))
+  return full, short
+
+
+def plot_seeds(out_path: str) -> None:
+  """Accuracy against cumulative uplink, one panel per chosen setting."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  settings = _SETTINGS.value
+  fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 4),
+                           sharey=True, squeeze=False)
+  colors = plt.get_cmap('tab10')
+  lines = {}
+  for ax, setting in zip(axes[0], settings):
+    for v in _VARIANTS.value:  # One colour per method in every panel.
+      rows = report_lib.evaluations(
+          report_lib.read_rows(record_dir(setting, v)))
+      if rows:
+        lines[v], = ax.plot(
+            [report_lib.value(r, 'round/cumulative_uplink_bytes') /
+             report_lib.BYTES_PER_MB for r in rows],
+            [report_lib.value(r, report_lib.ACCURACY) for r in rows],
+            color=colors(list(VARIANTS).index(v)), linewidth=1)
+    ax.set_xscale('log')
+    ax.set_title(f'partition {setting}')
+    ax.set_xlabel('cumulative uplink (MB)')
+    ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel('mean client test accuracy')
+  fig.legend(list(lines.values()), [NAMES[v] for v in lines], fontsize=8,
+             loc='lower center', ncol=min(len(lines), 5))
+  fig.tight_layout(rect=(0, 0.1, 1, 1))
+  os.makedirs(os.path.dirname(out_path), exist_ok=True)
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+
+
+def headline(rows: list[dict]) -> list[str]:
+  """The headline section of docs/methods.md."""
+  full, _ = headline_tables(rows)
+  return [
+      '## All seeds', '',
+      f'Per method, mean ± standard error over the partition seeds whose run '
+      f'is complete of: the mean client accuracy over rounds {TAIL_FROM}–'
+      f'{_ROUNDS.value}; the best accuracy within 50/100/200 MB of uplink; '
+      'the difference of the first against RandomMask and against FedAvg '
+      'of the same seed (paired by seed; **bold**: further from 0 than twice '
+      'its standard error, over at least two seeds); client TFLOP and '
+      'uplink are means.', '', *full, '',
+      _SEEDS_FIGURE.format(prefix=''), '']
+
+
 def report() -> None:
   """Writes docs/methods.md (one table per setting) and plots."""
   keys = (['variant', 'rounds'] + [f'acc@{mb}MB' for mb in BUDGETS_MB] +
@@ -213,6 +366,18 @@ def report() -> None:
                  'accuracy_vs_uplink.png)',
                  f'![accuracy vs rounds](methods/{setting}/'
                  'accuracy_vs_rounds.png)', '']
+  rows = headline_rows()
+  if rows:
+    plot_seeds(os.path.join(_DOCS.value, 'methods',
+                            'accuracy_vs_uplink_seeds.png'))
+    sections = headline(rows) + sections
+    _, short = headline_tables(rows)
+    for page, prefix in ((_README.value, 'docs/'),
+                         (os.path.join(_DOCS.value, 'results.md'), '')):
+      if page and os.path.exists(page):
+        report_lib.replace_between(page, HEADLINE_BEGIN, HEADLINE_END,
+                                   '\n'.join([*short, '', _SEEDS_FIGURE.format(
+                                       prefix=prefix)]))
   roots = {_ROOT.value: SHOWN_ROOT, _DYNAMICS_ROOT.value: SHOWN_DYNAMICS_ROOT}
   commands = '\n'.join(
       report_lib.shown_command(command(s, v), _REPO, roots)

@@ -138,12 +138,7 @@ def paired_tail_difference(rows: list[dict], reference: list[dict],
   theirs = {int(r['round']): value(r, key) for r in evaluations(reference, key)}
   diffs = [ours[r] - theirs[r] for r in sorted(ours.keys() & theirs.keys())
            if r >= from_round]
-  if not diffs:
-    return None
-  n = len(diffs)
-  mean = sum(diffs) / n
-  var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
-  return mean, (var / n) ** 0.5, n
+  return mean_se(diffs)
 
 
 def paired_runs(run_dir: str, reference_dir: str, from_round: int,
@@ -159,6 +154,52 @@ def paired_runs(run_dir: str, reference_dir: str, from_round: int,
 def fmt_difference(paired) -> str:
   """`paired_tail_difference`'s result as '+0.012 ± 0.004' (— if None)."""
   return '—' if paired is None else f'{paired[0]:+.3f} ± {paired[1]:.3f}'
+
+
+def mean_se(values) -> tuple[float, float, int] | None:
+  """(mean, standard error, n) of `values` (n − 1 in the variance; 0 when
+  n = 1); None when there are none."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return None
+  n = len(values)
+  mean = sum(values) / n
+  var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+  return mean, (var / n) ** 0.5, n
+
+
+def beyond_two_se(stat) -> bool:
+  """Whether a `mean_se` of differences is further from 0 than twice its
+  standard error, over at least two values (one value has no spread)."""
+  return stat is not None and stat[2] >= 2 and abs(stat[0]) > 2 * stat[1]
+
+
+def fmt_mean_se(stat, *, signed: bool = False) -> str:
+  """A `mean_se` as '0.822 ± 0.004' ('+0.046 ± 0.004' when `signed`, and
+  bold when `beyond_two_se`; '0.822 (1 seed)' without a spread); — if
+  None."""
+  if stat is None:
+    return '—'
+  mean = f'{stat[0]:{"+" if signed else ""}.3f}'
+  if stat[2] == 1:
+    return f'{mean} (1 seed)'
+  text = f'{mean} ± {stat[1]:.3f}'
+  return f'**{text}**' if signed and beyond_two_se(stat) else text
+
+
+def replace_between(path: str, begin: str, end: str, generated: str) -> None:
+  """Replaces what lies between the lines `begin` and `end` of `path` with
+  `generated`, atomically; the rest of the page is hand-written and kept."""
+  with open(path) as f:
+    text = f.read()
+  if text.count(begin) != 1 or text.count(end) != 1 or (
+      text.index(begin) > text.index(end)):
+    raise ValueError(f'{path} needs the line {begin!r} once, then the line '
+                     f'{end!r} once, around the part that is generated.')
+  head, rest = text.split(begin, 1)
+  tail = rest.split(end, 1)[1]
+  paths.write_atomic(path, head + begin + '\n' + generated.strip('\n') +
+                     '\n' + end + tail)
 
 
 def uplink_mb(rows: list[dict]):

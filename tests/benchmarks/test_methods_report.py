@@ -7,6 +7,9 @@ import shutil
 import subprocess
 import sys
 
+from matplotlib import image as plt_image
+import numpy as np
+
 import fake_runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,3 +136,73 @@ def test_paired_differences_against_random_mask(tmp_path):
   assert '| random_mask | — | — |' in lines
   # An unfinished run has no tail to compare.
   assert '| sparsyfed | — | — |' in lines
+
+
+def test_headline_over_seeds(tmp_path):
+  runs, docs, dyn = tmp_path / 'runs', tmp_path / 'docs', tmp_path / 'dyn'
+  # Constant curves: each run's tail mean is its constant.
+  tails = {'random_mask': (0.50, 0.55, 0.57), 'feddst': (0.60, 0.62, 0.64),
+           'sparsyfed': (0.52, 0.54, 0.57)}
+  for variant, per_seed in tails.items():
+    for seed, acc in enumerate(per_seed):
+      # Seed 0's RandomMask and FedDST are benchmarks/dynamics.py's runs.
+      shared = seed == 0 and variant != 'sparsyfed'
+      write_run(dyn if shared else runs, variant, lambda r, acc=acc: acc,
+                setting='s90_seed0' if shared else f'seed{seed}')
+  for seed, acc in enumerate((0.70, 0.71)):  # FedAvg: two seeds only.
+    write_run(dyn, 'fedavg', lambda r, acc=acc: acc, setting=f's95_seed{seed}')
+  docs.mkdir()
+  begin = ('<!-- The table below is written by '
+           '`benchmarks/methods.py --report`. -->')
+  end = '<!-- End of the generated table. -->'
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'# Title\n\nintro\n\n{begin}\nold table\n{end}\n\nrest\n')
+  proc = subprocess.run(
+      [sys.executable, str(METHODS), '--report', f'--root_dir={runs}',
+       f'--docs_dir={docs}', f'--dynamics_root_dir={dyn}',
+       f'--readme={readme}',
+       '--variants=fedavg,random_mask,feddst,sparsyfed'],
+      capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  text = (docs / 'methods.md').read_text()
+  # feddst − random_mask per seed: 0.10, 0.07, 0.07 -> mean 0.08, standard
+  # error sqrt(((0.02² + 0.01² + 0.01²) / 2) / 3) = 0.010: beyond 2 s.e.
+  # Its tails: mean 0.62, s.e. sqrt((0.02² + 0 + 0.02²) / 2 / 3) = 0.0115.
+  # − FedAvg over the two seeds both have: −0.10, −0.09 -> −0.095 ± 0.005.
+  # sparsyfed − random_mask: 0.02, −0.01, 0.00 -> +0.003 ± 0.009: level.
+  lines = text.splitlines()
+  feddst = next(l for l in lines if l.startswith('| FedDST |'))
+  assert feddst.startswith('| FedDST | 3 | 0.620 ± 0.012 | ')
+  assert '| **+0.080 ± 0.010** | **-0.095 ± 0.005** |' in feddst
+  sparsyfed = next(l for l in lines if l.startswith('| SparsyFed |'))
+  assert '| +0.003 ± 0.009 |' in sparsyfed
+  # Best first: FedAvg, FedDST, RandomMask / SparsyFed.
+  order = [l.split(' | ')[0] for l in lines if l.startswith('| ') and
+           (' | 3 | ' in l or ' | 2 | ' in l)][:2]
+  assert order == ['| FedAvg (dense)', '| FedDST']
+  # The README's table: the hand-written rest kept, the verdicts in words.
+  new = readme.read_text()
+  assert new.startswith('# Title\n\nintro\n\n' + begin + '\n| method |')
+  assert new.endswith(f'{end}\n\nrest\n') and 'old table' not in new
+  assert 'Above RandomMask; below FedAvg (dense).' in new
+  assert 'Level with RandomMask; below FedAvg (dense).' in new
+  # The figure has a panel per seed with lines in it (not a blank image).
+  image = plt_image.imread(docs / 'methods' / 'accuracy_vs_uplink_seeds.png')
+  assert image.shape[1] > 2 * image.shape[0]  # Three panels side by side.
+  assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 20
+
+
+def test_headline_markers_missing_are_refused(tmp_path):
+  runs = tmp_path / 'runs'
+  write_run(runs, 'random_mask', lambda r: 0.5)
+  (tmp_path / 'docs').mkdir()
+  readme = tmp_path / 'README.md'
+  readme.write_text('# no markers\n')
+  proc = subprocess.run(
+      [sys.executable, str(METHODS), '--report', f'--root_dir={runs}',
+       f'--docs_dir={tmp_path / "docs"}', '--dynamics_root_dir=',
+       f'--readme={readme}', '--settings=seed0', '--variants=random_mask'],
+      capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode != 0
+  assert str(readme) in proc.stderr and 'generated' in proc.stderr
+  assert readme.read_text() == '# no markers\n'
