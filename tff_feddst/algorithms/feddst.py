@@ -43,6 +43,7 @@ from tff_feddst.privacy import finalizer as dp_finalizer_lib
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import finalizer as finalizer_lib
+from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import budgets as budgets_lib
@@ -149,6 +150,11 @@ def _budget_densities(value, sparsity: float, dp_config
                      'dp_noise_multiplier: DP runs upload a fixed-length '
                      'delta over the one global mask.')
   return tuple(b.density for b in parsed)
+
+
+def _budget_hooks(budgets) -> tuple[hooks.ClientHook, ...]:
+  """The client hooks of per-client density budgets (none without)."""
+  return (hooks.DensityBudgets(budgets),) if budgets else ()
 
 
 def _unordered_dicts(spec, path='input_spec'):
@@ -471,8 +477,6 @@ def _build_components(arguments: dict[str, Any]) -> FedDSTComponents:
   distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
   payload_type = distributor.next.type_signature.result.result.member
   data_type = tff.SequenceType(tff.types.tensorflow_to_type(a.input_spec))
-  if budgets:
-    data_type = client_work_lib.budget_data_type(data_type)
   client_work = client_work_lib.build_masked_client_work(
       models_fn, layout, payload_type, data_type,
       optimizer=client_optimizer,
@@ -480,17 +484,16 @@ def _build_components(arguments: dict[str, Any]) -> FedDSTComponents:
           epochs=a.client_epochs, weight_decay=a.client_weight_decay,
           prox_mu=a.prox_mu, upload_dtype=upload_tf_dtype,
           jit_compile=bool(a.client_jit_compile)),
-      readjustment=client_work_lib.ReadjustmentConfig(
+      hooks=_budget_hooks(budgets) + (hooks.FedDSTReadjustment(
           fraction=a.readjustment_ratio,
           rounds_between=a.rounds_between_readjustments,
           end_round=a.readjustment_end_round,
-          schedule=a.readjustment_schedule,
+          schedule_name=a.readjustment_schedule,
           gradient_batches=a.regrowth_gradient_batches,
-          after_epoch=a.readjust_after_epoch),
+          after_epoch=a.readjust_after_epoch),),
       loop_implementation=a.loop_implementation,
       always_dense=[min(row[i] for row in count_table) == size
-                    for i, size in enumerate(layout.kernel_sizes)],
-      budgets=budgets)
+                    for i, size in enumerate(layout.kernel_sizes)])
   if dp_config is not None:
     return _dp_components(start, initial_model_weights_fn, distributor,
                           client_work, dp_config,

@@ -82,6 +82,7 @@ from tff_feddst.sparsity import flash as flash_lib
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import flash_finalizer
+from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
 
 VARIANTS = ('spdst', 'jmwst')
@@ -188,8 +189,6 @@ def build_flash_components(
   distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
   payload_type = distributor.next.type_signature.result.result.member
   data_type = tff.SequenceType(tff.types.tensorflow_to_type(a['input_spec']))
-  if budgets:
-    data_type = client_work_lib.budget_data_type(data_type)
   jmwst = a['variant'] == 'jmwst'
   client_work = client_work_lib.build_masked_client_work(
       models_fn, layout, payload_type, data_type,
@@ -198,16 +197,13 @@ def build_flash_components(
           epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
           upload_dtype=upload_tf_dtype,
           jit_compile=bool(a['client_jit_compile'])),
-      readjustment=client_work_lib.ReadjustmentConfig(
-          flash=flash_lib.ClientDST(
+      hooks=feddst._budget_hooks(budgets) + (  # pylint: disable=protected-access
+          hooks.FlashDST(flash_lib.ClientDST(
               rate=a['flash_prune_rate'],
               schedule=a['readjustment_schedule'] if jmwst else 'constant',
               end_round=a['readjustment_end_round'] if jmwst else None,
-              stage_one_only=not jmwst, seed=seed)),
-      loop_implementation=a['loop_implementation'],
-      # Per-layer counts move (stage 1, JMWST): re-mask every kernel.
-      always_dense=[False] * layout.num_kernels,
-      budgets=budgets)
+              stage_one_only=not jmwst, seed=seed)),),
+      loop_implementation=a['loop_implementation'])
   client_result_type = client_work.next.type_signature.result.result.member
   aggregator = _unweighted(masked_mean.MaskedSumFactory(
       layout, norm_bound=a['client_norm_bound']).create(

@@ -51,7 +51,7 @@ The authors' rules, point by point (their files), and ours:
    server reconfigures; the server adds the clients' sums. Ours: the same
    sum over the rounds since the last reconfiguration, but our clients are
    sampled and stateless: they upload (Σ g)² every round
-   (`templates.client_work.ImportanceUpload`) and the server keeps the sum
+   (`sparse.ImportanceUpload`) and the server keeps the sum
    in its state (`templates.prunefl_finalizer`, checkpointed). So the sum
    covers the clients sampled in those rounds (theirs: all 10 clients,
    every round), and the importance travels every round: 4 bytes per
@@ -127,6 +127,7 @@ from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import prunefl
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
+from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
 from tff_feddst.templates import prunefl_finalizer
 
@@ -405,10 +406,8 @@ def build_prunefl_components(
           epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
           upload_dtype=upload_tf_dtype,
           jit_compile=bool(a['client_jit_compile'])),
-      readjustment=client_work_lib.ReadjustmentConfig(
-          prunefl_interval=a['rounds_between_readjustments']),
+      hooks=(hooks.PruneFLImportance(a['rounds_between_readjustments']),),
       loop_implementation=a['loop_implementation'],
-      always_dense=[False] * layout.num_kernels,  # Masks move.
       initial_bytes=initial_bytes)
   client_result_type = client_work.next.type_signature.result.result.member
   aggregator = importance_lib.ImportanceSumFactory(

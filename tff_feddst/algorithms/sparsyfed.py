@@ -74,6 +74,7 @@ from tff_feddst.sparsity import global_magnitude
 from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import finalizer as finalizer_lib
+from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
 
 DEFAULT_BETA = registry.OPTIONS['sparsyfed_beta'].default
@@ -192,12 +193,9 @@ def build_sparsyfed_components(
       training=client_work_lib.LocalTrainingConfig(
           epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
           upload_dtype=upload_tf_dtype,
-          jit_compile=bool(a['client_jit_compile']),
-          global_prune_keep=keep),
-      readjustment=client_work_lib.ReadjustmentConfig(),
-      loop_implementation=a['loop_implementation'],
-      # The received mask changes every round: re-apply it on every kernel.
-      always_dense=[False] * layout.num_kernels)
+          jit_compile=bool(a['client_jit_compile'])),
+      hooks=(hooks.SparsyFedGlobalPrune(keep),),
+      loop_implementation=a['loop_implementation'])
   client_result_type = client_work.next.type_signature.result.result.member
   aggregator = masked_mean.MaskedSumFactory(
       layout, norm_bound=a['client_norm_bound']).create(

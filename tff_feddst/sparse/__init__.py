@@ -6,5 +6,6 @@ each other's internals.
 
 from tff_feddst.sparse import codec
 from tff_feddst.sparse import layout
+from tff_feddst.sparse.codec import ImportanceUpload
 from tff_feddst.sparse.codec import SparsePayload
 from tff_feddst.sparse.layout import ModelLayout
