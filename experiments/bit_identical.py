@@ -69,7 +69,7 @@ RUNS = {
     'flash_jmwst_budgets': ['--algorithm=flash_jmwst', '--sparsity=0.8',
                             _BUDGETS],
     'random_mask_dp': ['--algorithm=random_mask', *_DP],
-    'fedavg_dp_adaptive': ['--algorithm=fedavg', '--dp_noise_multiplier=0.5',
+    'fedavg_dp_adaptive': ['--algorithm=fedavg', '--dp_noise_multiplier=0.2',
                            '--dp_adaptive_quantile=0.5'],
     'random_mask_server_momentum': ['--algorithm=random_mask',
                                     '--sparsity=0.8', '--server_momentum=0.9'],

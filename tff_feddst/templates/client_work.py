@@ -284,13 +284,17 @@ def build_masked_client_work(
     loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
     always_dense=None,
     initial_bytes: tuple[int, int] = (0, 0),
+    metrics_aggregator: Callable | None = None,
 ) -> tff.learning.templates.ClientWorkProcess:
   """The masked client work with `hooks`; `models_fn` builds the models anew.
 
   `data_type` is the batches' `B*`; the hooks may widen it (`data_type`,
   e.g. a density budget beside the batches). `initial_bytes` (uplink,
   downlink) start the cumulative counts: traffic before round 1 (PruneFL's
-  initial pruning on one client).
+  initial pruning on one client). `metrics_aggregator` aggregates the
+  clients' training metrics as in tff.learning (called with the metric
+  finalizers and the unfinalized metrics' type); default: summed with the
+  statistics, then finalized (`sum_then_finalize`'s result).
   """
   hooks = tuple(hooks)
   loop = loop_builder.build_training_loop(loop_implementation)
@@ -330,17 +334,8 @@ def build_masked_client_work(
   metrics_type = client_update_comp.type_signature.result[1]
   stats_type = client_update_comp.type_signature.result[2]
 
-  @tff.tensorflow.computation(state_type, (metrics_type, stats_type),
-                              np.float32, np.bool_)
-  def advance(state, sums, rate, active):
-    """The next state and the round's measurements: the summed metrics
-    finalized (as `tff.learning.metrics.sum_then_finalize`) and the summed
-    statistics. One server computation after one sum of both, for a lean
-    round."""
-    metric_sums, stats = sums
-    train = collections.OrderedDict(
-        (name, finalizer(metric_sums[name]))
-        for name, finalizer in metric_finalizers.items())
+  def round_step(state, stats, rate, active):
+    """The next state and the round's measurements from the summed stats."""
     new_state = collections.OrderedDict(
         round_num=state['round_num'] + 1,
         cumulative_uplink_bytes=state['cumulative_uplink_bytes'] +
@@ -368,7 +363,38 @@ def build_masked_client_work(
     )
     for hook in hooks:
       measurements.update(hook.round_measurements(stats, clients, layout))
-    return new_state, collections.OrderedDict(train=train, round=measurements)
+    return new_state, measurements
+
+  if metrics_aggregator is None:
+    @tff.tensorflow.computation(state_type, (metrics_type, stats_type),
+                                np.float32, np.bool_)
+    def advance(state, sums, rate, active):
+      """The summed metrics finalized (as `tff.learning.metrics.
+      sum_then_finalize`) and the round's step: one server computation
+      after one sum of both, for a lean round."""
+      metric_sums, stats = sums
+      train = collections.OrderedDict(
+          (name, finalizer(metric_sums[name]))
+          for name, finalizer in metric_finalizers.items())
+      new_state, measurements = round_step(state, stats, rate, active)
+      return new_state, collections.OrderedDict(train=train,
+                                                round=measurements)
+
+    def aggregate(state, model_outputs, stats, rate, active):
+      return tff.federated_map(advance, (
+          state, tff.federated_sum((model_outputs, stats)), rate, active))
+  else:
+    aggregate_metrics = metrics_aggregator(metric_finalizers, metrics_type)
+
+    @tff.tensorflow.computation(state_type, stats_type, np.float32, np.bool_)
+    def advance_round(state, stats, rate, active):
+      return round_step(state, stats, rate, active)
+
+    def aggregate(state, model_outputs, stats, rate, active):
+      new_state, measurements = tff.federated_map(advance_round, (
+          state, tff.federated_sum(stats), rate, active))
+      return new_state, tff.federated_zip(collections.OrderedDict(
+          train=aggregate_metrics(model_outputs), round=measurements))
 
   @tff.federated_computation(
       init_fn.type_signature.result,
@@ -380,9 +406,8 @@ def build_masked_client_work(
         client_update_comp,
         (payload, data, tff.federated_broadcast(rate),
          tff.federated_broadcast(active)))
-    new_state, measurements = tff.federated_map(
-        advance, (state, tff.federated_sum((model_outputs, stats)), rate,
-                  active))
+    new_state, measurements = aggregate(state, model_outputs, stats, rate,
+                                        active)
     return tff.templates.MeasuredProcessOutput(new_state, result, measurements)
 
   return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
