@@ -34,6 +34,26 @@ def dataset(seed):
       y=rng.integers(0, 3, 4 * BATCHES).astype(np.int32))).batch(4)
 
 
+def build_parts():
+  return algorithms.build_feddst_components(
+      model_fn, loss_fn=loss_fn, input_spec=dataset(0).element_spec,
+      sparsity=0.5, readjustment_ratio=0.0, seed=1,
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1))
+
+
+def work_with(parts, client_hooks, epochs=EPOCHS):
+  """The masked client work of `parts`' model with `client_hooks`."""
+  spec = dataset(0).element_spec
+  return client_work.build_masked_client_work(
+      skeleton.training_models_fn(model_fn, loss_fn=loss_fn, input_spec=spec,
+                                  metrics_fn=None),
+      parts.layout, parts.distributor.next.type_signature.result.result.member,
+      tff.SequenceType(tff.types.tensorflow_to_type(spec)),
+      optimizer=tff.learning.optimizers.build_sgdm(0.1),
+      training=client_work.LocalTrainingConfig(epochs=epochs),
+      hooks=client_hooks)
+
+
 class RecordingHook(hooks.ClientHook):
   """Records where it is called; at round r its rate is r + 0.5. Before the
   first batch of the second epoch it empties the first kernel's mask."""
@@ -98,19 +118,9 @@ class RecordingHook(hooks.ClientHook):
 
 
 def test_a_toy_hook_is_called_at_its_points_and_acts_there():
-  spec = dataset(0).element_spec
-  parts = algorithms.build_feddst_components(
-      model_fn, loss_fn=loss_fn, input_spec=spec, sparsity=0.5,
-      readjustment_ratio=0.0, seed=1,
-      client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1))
+  parts = build_parts()
   hook = RecordingHook()
-  work = client_work.build_masked_client_work(
-      skeleton.training_models_fn(model_fn, loss_fn=loss_fn, input_spec=spec,
-                                  metrics_fn=None),
-      parts.layout, parts.distributor.next.type_signature.result.result.member,
-      tff.SequenceType(tff.types.tensorflow_to_type(spec)),
-      optimizer=tff.learning.optimizers.build_sgdm(0.1),
-      training=client_work.LocalTrainingConfig(epochs=EPOCHS), hooks=(hook,))
+  work = work_with(parts, (hook,))
   # Building traces every computation: the client's round first, then the
   # server's schedule and measurements.
   assert hook.calls == ['data_type', 'gradient_memory', 'split_data',
@@ -148,19 +158,7 @@ def test_a_toy_hook_is_called_at_its_points_and_acts_there():
 
 
 def test_two_hooks_with_a_schedule_are_refused():
-  spec = dataset(0).element_spec
-  parts = algorithms.build_feddst_components(
-      model_fn, loss_fn=loss_fn, input_spec=spec, sparsity=0.5,
-      readjustment_ratio=0.0, seed=1,
-      client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1))
   with pytest.raises(ValueError, match='At most one client hook may have a '
                      r"schedule; got \['RecordingHook', 'FedDSTReadjustment'\]"):
-    client_work.build_masked_client_work(
-        skeleton.training_models_fn(model_fn, loss_fn=loss_fn,
-                                    input_spec=spec, metrics_fn=None),
-        parts.layout,
-        parts.distributor.next.type_signature.result.result.member,
-        tff.SequenceType(tff.types.tensorflow_to_type(spec)),
-        optimizer=tff.learning.optimizers.build_sgdm(0.1),
-        training=client_work.LocalTrainingConfig(),
-        hooks=(RecordingHook(), hooks.FedDSTReadjustment(fraction=0.1)))
+    work_with(build_parts(),
+              (RecordingHook(), hooks.FedDSTReadjustment(fraction=0.1)))
