@@ -38,7 +38,7 @@ _READJUST = ['--sparsity=0.8', '--readjustment_ratio=0.2',
              '--rounds_between_readjustments=1',
              f'--readjustment_end_round={ROUNDS}']
 _BUDGETS = '--client_density_budgets=0.05:0.3,0.1:0.3,0.2:0.4'
-_DP = ['--sparsity=0.8', '--dp_noise_multiplier=1.0', '--dp_clip_norm=1.0']
+_DP = ['--sparsity=0.8', '--dp_noise_multiplier=0', '--dp_clip_norm=1.0']
 _PRUNEFL = ['--sparsity=0.7', '--rounds_between_readjustments=1',
             '--prunefl_initial_interval_steps=20',
             '--prunefl_initial_reconfigurations=10']
@@ -68,8 +68,10 @@ RUNS = {
                             _BUDGETS],
     'flash_jmwst_budgets': ['--algorithm=flash_jmwst', '--sparsity=0.8',
                             _BUDGETS],
+    # DP at z = 0 (clipping only): TFF's Gaussian noise is drawn unseeded
+    # (tensorflow_privacy's gaussian_query), so z > 0 differs run to run.
     'random_mask_dp': ['--algorithm=random_mask', *_DP],
-    'fedavg_dp_adaptive': ['--algorithm=fedavg', '--dp_noise_multiplier=0.2',
+    'fedavg_dp_adaptive': ['--algorithm=fedavg', '--dp_noise_multiplier=0',
                            '--dp_adaptive_quantile=0.5'],
     'random_mask_server_momentum': ['--algorithm=random_mask',
                                     '--sparsity=0.8', '--server_momentum=0.9'],
