@@ -10,7 +10,7 @@ isolates the client computation from the executor.
 
   uv run python experiments/client_profile.py --repetitions=6
 
-Uses the private `_build_client_update` of templates/client_work.py on purpose.
+Uses the masked-training core of templates/client_work.py directly.
 """
 
 import collections
@@ -28,6 +28,7 @@ from tensorflow_federated.python.learning.templates import model_delta_client_wo
 from tff_feddst import models
 from tff_feddst.sparse import codec
 from tff_feddst.templates import client_work
+from tff_feddst.templates import hooks
 from tff_feddst.sparse import layout as layout_lib
 
 _REPETITIONS = flags.DEFINE_integer('repetitions', 6, 'Calls per variant.',
@@ -93,12 +94,12 @@ def our_client(data, sparsity):
         plain, loss=_loss(), input_spec=spec,
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
 
-  update, _ = client_work._build_client_update(  # pylint: disable=protected-access
+  update = client_work.MaskedTrainer(
       models_fn, layout, _optimizer(),
       client_work.LocalTrainingConfig(epochs=_EPOCHS.value),
-      client_work.ReadjustmentConfig(fraction=0.05, rounds_between=2,
-                                     end_round=100),
-      loop_builder.build_training_loop(LOOP))
+      (hooks.FedDSTReadjustment(fraction=0.05, rounds_between=2,
+                                end_round=100),),
+      loop_builder.build_training_loop(LOOP)).client_update
   fraction = tf.constant(0.05)
   return lambda readjust: update(payload, data, fraction,
                                  tf.constant(readjust))

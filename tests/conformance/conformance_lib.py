@@ -21,7 +21,7 @@ import tensorflow_federated as tff
 from tff_feddst import models as models_lib
 from tff_feddst.algorithms import registry
 from tff_feddst.sparse import layout as layout_lib
-from tff_feddst.templates import client_work as client_work_lib
+from tff_feddst.templates import hooks
 
 L = tf.keras.layers
 NUM_CLIENTS = 3
@@ -327,7 +327,7 @@ def build(algorithm: str, variant: str, eco: Ecosystem, monkeypatch) -> Built:
     densities = [float(p.split(':')[0])
                  for p in hp['client_density_budgets'].split(',')]
     process_data = [collections.OrderedDict(
-        data=d, budget=client_work_lib.budget_dataset(
+        data=d, budget=hooks.budget_dataset(
             densities[i % len(densities)])) for i, d in enumerate(data)]
   return Built(hp, process, captured[0], process_data, data, layout,
                model.build)

@@ -4,7 +4,7 @@
 
 The sparse payload goes into `masked_mean`'s sums unchanged. The importance
 (Σ_steps g)², which clients upload every round
-(`templates.client_work.ImportanceUpload`), is summed weighted by each
+(`sparse.ImportanceUpload`), is summed weighted by each
 client's examples processed n_k — PruneFL's aggregation: the authors'
 clients multiply their squared gradient sum by n_k and the server adds them
 up (jiangyuang/PruneFL, `AdaptiveClient.main`, `AdaptiveServer.main`); the

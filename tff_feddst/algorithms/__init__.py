@@ -11,6 +11,7 @@ _EXPORTS = {
     'build_weighted_fed_avgm': 'baselines',
     'build_weighted_fed_prox': 'baselines',
     'build_weighted_random_mask': 'baselines',
+    'Components': 'skeleton',
     'build_feddst_components': 'feddst',
     'build_weighted_feddst': 'feddst',
     'FedDSTComponents': 'feddst',

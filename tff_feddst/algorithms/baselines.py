@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tff_feddst.algorithms import registry
 from tff_feddst.algorithms.feddst import build_weighted_feddst
 
 
@@ -19,8 +20,7 @@ def build_weighted_fed_avgm(model_fn, *, server_optimizer_fn, **kwargs):
 
 def build_weighted_fed_prox(model_fn, *, prox_mu: float, **kwargs):
   """FedProx: FedAvg whose clients add μ (w - w_global) to their gradients."""
-  if prox_mu <= 0:
-    raise ValueError(f'prox_mu must be > 0 for FedProx, got {prox_mu}.')
+  registry.check_builder_args('fedprox', {'prox_mu': prox_mu})
   return build_weighted_fed_avg(model_fn, prox_mu=prox_mu, **kwargs)
 
 

@@ -21,11 +21,9 @@ at S=0, RandomMask at S>0); FedDST with readjustment is refused.
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Callable, Mapping
-import inspect
-import types
-from typing import Any, NamedTuple
+from collections.abc import Callable
+import functools
+from typing import Any
 
 from absl import logging
 import numpy as np
@@ -33,237 +31,39 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import models as models_lib
-from tff_feddst import runtime
 from tff_feddst import sparse as sparse_lib
-from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.aggregators import masked_mean
+from tff_feddst.algorithms import registry
+from tff_feddst.algorithms import skeleton
 from tff_feddst.privacy import aggregator as dp_aggregator_lib
 from tff_feddst.privacy import delta_client_work
 from tff_feddst.privacy import finalizer as dp_finalizer_lib
-from tff_feddst.templates import client_work as client_work_lib
-from tff_feddst.templates import distributor as distributor_lib
-from tff_feddst.templates import finalizer as finalizer_lib
-from tff_feddst.templates import packed_state
 from tff_feddst.sparse import layout as layout_lib
-from tff_feddst.sparsity import budgets as budgets_lib
+from tff_feddst.templates import client_work as client_work_lib
+from tff_feddst.templates import finalizer as finalizer_lib
+from tff_feddst.templates import hooks
+from tff_feddst.templates import packed_state
 
-OptimizerArg = (tff.learning.optimizers.Optimizer |
-                Callable[[], tff.learning.optimizers.Optimizer])
-
-
-def _optimizer(arg: OptimizerArg | None, name: str):
-  if arg is None or isinstance(arg, tff.learning.optimizers.Optimizer):
-    return arg
-  if callable(arg):
-    opt = arg()
-    if isinstance(opt, tff.learning.optimizers.Optimizer):
-      return opt
-  raise TypeError(
-      f'{name} must be a tff.learning.optimizers.Optimizer (e.g. '
-      f'tff.learning.optimizers.build_sgdm(0.01, momentum=0.9)) or a no-arg '
-      f'callable returning one; got {arg!r}. Keras optimizers are not supported.')
-
-
-def _check_args(sparsity, readjustment_ratio, rounds_between_readjustments,
-                readjustment_end_round, prox_mu, min_votes, client_epochs,
-                client_weight_decay, regrowth_gradient_batches,
-                client_norm_bound, readjust_after_epoch, final_sparsity):
-  checks = [
-      (readjust_after_epoch is None or
-       1 <= readjust_after_epoch <= client_epochs, 'readjust_after_epoch',
-       f'in [1, client_epochs={client_epochs}] (or None: after the last '
-       'epoch)', readjust_after_epoch),
-      (final_sparsity is None or 0.0 <= final_sparsity < 1.0,
-       'final_sparsity', 'in [0, 1) (or None: constant sparsity)',
-       final_sparsity),
-      (final_sparsity is None or final_sparsity >= sparsity,
-       'final_sparsity', f'>= sparsity={sparsity} (the server can only prune '
-       'towards it; growing the density would add weights no client kept)',
-       final_sparsity),
-      (0.0 <= sparsity < 1.0, 'sparsity', 'in [0, 1)', sparsity),
-      (0.0 <= readjustment_ratio <= 1.0, 'readjustment_ratio', 'in [0, 1]',
-       readjustment_ratio),
-      (rounds_between_readjustments >= 1, 'rounds_between_readjustments',
-       '>= 1', rounds_between_readjustments),
-      (readjustment_end_round >= 0, 'readjustment_end_round', '>= 0',
-       readjustment_end_round),
-      (prox_mu >= 0.0, 'prox_mu', '>= 0', prox_mu),
-      (min_votes >= 0, 'min_votes', '>= 0', min_votes),
-      (client_epochs >= 1, 'client_epochs', '>= 1', client_epochs),
-      (client_weight_decay >= 0.0, 'client_weight_decay', '>= 0',
-       client_weight_decay),
-      (regrowth_gradient_batches >= 1, 'regrowth_gradient_batches', '>= 1',
-       regrowth_gradient_batches),
-      (client_norm_bound > 0, 'client_norm_bound', '> 0', client_norm_bound),
-  ]
-  for ok, name, expected, value in checks:
-    if not ok:
-      raise ValueError(f'{name} must be {expected}, got {value!r}.')
+OptimizerArg = skeleton.OptimizerArg
+FedDSTComponents = skeleton.Components  # The name of the parts before FLASH.
 
 
 def _dp_config(noise_multiplier, clip_norm, adaptive_quantile,
-               clients_per_round, *, readjustment_ratio, upload_dtype,
-               final_sparsity) -> dp_aggregator_lib.DPConfig | None:
-  """The DP setting (None: off), refusing what DP mode cannot do."""
+               clients_per_round) -> dp_aggregator_lib.DPConfig | None:
+  """The DP setting (None: off). The registry checks the DP options
+  (`registry.check_builder_args`); the clients per round are the builder's."""
   if noise_multiplier is None:
-    for name, value in (('dp_clip_norm', clip_norm),
-                        ('dp_adaptive_quantile', adaptive_quantile),
-                        ('dp_clients_per_round', clients_per_round)):
-      if value is not None:
-        raise ValueError(f'{name}={value!r} needs dp_noise_multiplier (None: '
-                         'no differential privacy).')
+    if clients_per_round is not None:
+      raise ValueError(f'dp_clients_per_round={clients_per_round!r} needs '
+                       'dp_noise_multiplier (None: no differential privacy).')
     return None
-  refusals = [
-      (readjustment_ratio > 0, 'readjustment_ratio', readjustment_ratio,
-       'must be 0 with differential privacy: the global mask is fixed in DP '
-       'mode, because readjusted client masks (and the server\'s vote counts '
-       'over them) would reveal which weights each client keeps, outside the '
-       'noised sum. Use RandomMask (S>0) or FedAvg (S=0)'),
-      (upload_dtype != 'float32', 'upload_dtype', upload_dtype,
-       "must be 'float32' with differential privacy (the clipped, noised "
-       'delta is summed in float32)'),
-      (final_sparsity is not None, 'final_sparsity', final_sparsity,
-       'must be None with differential privacy (the mask is fixed, so its '
-       'sparsity cannot move)'),
-      (clients_per_round is None, 'dp_clients_per_round', clients_per_round,
-       'is required with differential privacy: the clients sampled per '
-       'round, the fixed denominator of the mean'),
-  ]
-  for refused, name, value, why in refusals:
-    if refused:
-      raise ValueError(f'{name}={value!r} {why}.')
+  if clients_per_round is None:
+    raise ValueError('dp_clients_per_round is required with differential '
+                     'privacy: the clients sampled per round, the fixed '
+                     'denominator of the mean.')
   return dp_aggregator_lib.DPConfig(
       noise_multiplier=noise_multiplier, clients_per_round=clients_per_round,
       clip_norm=clip_norm, adaptive_quantile=adaptive_quantile)
-
-
-def _budget_densities(value, sparsity: float, dp_config
-                      ) -> tuple[float, ...] | None:
-  """The budget groups' densities (sorted), refusing what cannot work."""
-  if value is None:
-    return None
-  parsed = budgets_lib.parse(value)
-  budgets_lib.check_sparsity(parsed, sparsity)
-  if dp_config is not None:
-    raise ValueError('client_density_budgets cannot be used with '
-                     'dp_noise_multiplier: DP runs upload a fixed-length '
-                     'delta over the one global mask.')
-  return tuple(b.density for b in parsed)
-
-
-def _unordered_dicts(spec, path='input_spec'):
-  """(path, keys) of the plain dicts in `spec` whose keys are not in sorted
-  order."""
-  if isinstance(spec, dict):
-    found = ([(path, list(spec))]
-             if not isinstance(spec, collections.OrderedDict) and
-             list(spec) != sorted(spec) else [])
-    for key, value in spec.items():
-      found += _unordered_dicts(value, f'{path}[{key!r}]')
-    return found
-  if isinstance(spec, (tuple, list)):
-    return [p for i, v in enumerate(spec)
-            for p in _unordered_dicts(v, f'{path}[{i}]')]
-  return []
-
-
-def _check_input_spec(input_spec, model: tf.keras.Model):
-  """Fails early on client data TFF cannot take, which would otherwise
-  surface deep inside TFF's tracing or at the first `next`: an unbatched
-  spec (a client dataset's element_spec taken before `.batch`), or a plain
-  dict whose keys are out of sorted order (TFF refuses to serialize such a
-  dataset: `tf.nest` orders a dict's values by sorted key)."""
-  unordered = _unordered_dicts(input_spec)
-  if unordered:
-    path, keys = unordered[0]
-    raise ValueError(
-        f'{path} is a dict with keys {keys} out of sorted order, which TFF '
-        'cannot serialize as client data. Build the dataset elements with collections.OrderedDict, or a dict '
-        'whose keys are in sorted order.')
-  x_spec = (input_spec['x'] if isinstance(input_spec, dict) else
-            input_spec[0] if isinstance(input_spec, (tuple, list)) else None)
-  try:
-    model_rank = len(model.input_shape)
-  except (AttributeError, TypeError):  # Several inputs or no input shape.
-    return
-  if not isinstance(x_spec, tf.TensorSpec) or x_spec.shape.rank is None:
-    return
-  if x_spec.shape.rank == model_rank - 1:
-    raise ValueError(
-        f'input_spec looks unbatched: x has shape {x_spec.shape} but the '
-        f'model takes {model.input_shape} (batch dimension first). Pass the '
-        'spec of the batched client datasets, e.g. '
-        '`tff_feddst.program.batch_input_spec(data, batch_size)` or '
-        '`dataset.batch(b).element_spec`.')
-
-
-class _InitialModel(NamedTuple):
-  """The masked initial weights (numpy) and what the builders need of them."""
-  layout: layout_lib.ModelLayout
-  trainable: list[np.ndarray]
-  non_trainable: list[np.ndarray]
-  kernel_shapes: list[tuple[int, ...]]
-  bias_sizes: list[int]
-
-
-def _initial_model(model_fn, input_spec, sparsity: float, distribution: str, *,
-                   seed, initial_weights) -> _InitialModel:
-  """Builds, wraps and magnitude-prunes the initial model, eagerly, once.
-
-  Computed once (not inside a TFF computation) so that `seed` fixes it.
-  """
-  if seed is not None:
-    tf.keras.utils.set_random_seed(seed)
-  plain_model = model_fn()
-  if initial_weights is not None:
-    models_lib.copy_weights(plain_model, initial_weights)
-  model = models_lib.make_prunable(plain_model)
-  _check_input_spec(input_spec, model)
-  models_lib.apply_initial_masks(model, sparsity, distribution)
-  layout = layout_lib.build_layout(model, sparsity, distribution)
-  logging.info('FedDST layer densities (%s, S=%.3f): %s', distribution,
-               sparsity, ', '.join(
-                   f'{n}={c / s:.4f}' for n, c, s in zip(
-                       layout.kernel_names, layout.live_counts,
-                       layout.kernel_sizes)))
-  return _InitialModel(
-      layout, [v.numpy() for v in model.trainable_weights],
-      [v.numpy() for v in model.non_trainable_weights],
-      models_lib.kernel_shapes(model), models_lib.bias_sizes(model))
-
-
-def _training_models_fn(model_fn, loss_fn, input_spec, metrics_fn):
-  """The client work's `models_fn`: (TF-MOT-wrapped Keras model, tff model).
-
-  TF-MOT wraps the user's layers themselves, so the plain model shares every
-  variable with the wrapped one. Clients train through the plain model: the
-  masks stay in TF-MOT's variables and are applied after every step, which
-  makes the wrapper's own per-forward `kernel * mask` copy redundant (it cost
-  ~10% of the round time).
-  """
-  def models_fn():
-    plain = model_fn()
-    wrapped = models_lib.make_prunable(plain, log=False)
-    same = ([v.ref() for v in plain.trainable_weights] ==
-            [v.ref() for v in wrapped.trainable_weights])
-    forward_model = plain if same else wrapped
-    model = tff.learning.models.from_keras_model(
-        forward_model, loss=models_lib.loss_instance(loss_fn),
-        input_spec=input_spec,
-        metrics=metrics_fn() if metrics_fn else None)
-    return wrapped, model
-
-  return models_fn
-
-
-class FedDSTComponents(NamedTuple):
-  """The parts `build_weighted_feddst` composes (for tests and custom loops)."""
-  layout: layout_lib.ModelLayout
-  initial_model_weights_fn: tff.Computation
-  distributor: tff.learning.templates.DistributionProcess
-  client_work: tff.learning.templates.ClientWorkProcess
-  aggregator: tff.templates.AggregationProcess
-  finalizer: tff.learning.templates.FinalizerProcess
 
 
 def build_weighted_feddst(
@@ -301,6 +101,9 @@ def build_weighted_feddst(
     dp_clients_per_round: int | None = None,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
+    model_distributor: tff.learning.templates.DistributionProcess | None = None,
+    model_aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
+    metrics_aggregator: Callable | None = None,
 ) -> tff.learning.templates.LearningProcess:
   """Builds FedDST (and, by its arguments, FedAvg/FedAvgM/FedProx/RandomMask).
 
@@ -385,152 +188,136 @@ def build_weighted_feddst(
       by it, not by the clients that came. ε is reported by the training
       program (`privacy.accounting`).
     loop_implementation: the local training loop (`tff.learning`).
+    model_distributor: replaces the sparse distributor
+      (`templates.distributor`); it must send the same sparse payload.
+    model_aggregator: replaces the masked-sum aggregator (DP: refused, the
+      DP mean is the privacy mechanism); it must produce the masked sums
+      the finalizer reads.
+    metrics_aggregator: aggregates the clients' training metrics, as in
+      tff.learning (default: summed, then finalized).
   """
-  parts = _build_components(dict(locals()))
-  return packed_state.compose(parts)
+  return packed_state.compose(build_feddst_components(**locals()))
 
 
-def build_feddst_components(model_fn: Callable[[], tf.keras.Model], **kwargs
-                            ) -> FedDSTComponents:
+def build_feddst_components(
+    model_fn: Callable[[], tf.keras.Model],
+    *,
+    loss_fn: Any,
+    input_spec: Any,
+    metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] | None = None,
+    client_optimizer_fn: OptimizerArg,
+    server_optimizer_fn: OptimizerArg | None = None,
+    sparsity: float,
+    sparsity_distribution: str = 'feddst_erk',
+    readjustment_ratio: float,
+    rounds_between_readjustments: int = 10,
+    readjustment_end_round: int = 0,
+    readjustment_schedule: str = 'cosine',
+    prox_mu: float = 0.0,
+    min_votes: int = 0,
+    seed: int | None = None,
+    client_epochs: int = 1,
+    client_weight_decay: float = 0.0,
+    regrowth_gradient_batches: int = 1,
+    client_norm_bound: float = 1e6,
+    readjust_after_epoch: int | None = None,
+    remember_old: bool = False,
+    upload_dtype: str = 'float32',
+    client_jit_compile: bool = False,
+    final_sparsity: float | None = None,
+    consensus_regrowth: bool = False,
+    initial_weights: Any = None,
+    client_density_budgets: Any = None,
+    dp_noise_multiplier: float | None = None,
+    dp_clip_norm: float | None = None,
+    dp_adaptive_quantile: float | None = None,
+    dp_clients_per_round: int | None = None,
+    loop_implementation: tff.learning.LoopImplementation = (
+        tff.learning.LoopImplementation.DATASET_ITERATOR),
+    model_distributor: tff.learning.templates.DistributionProcess | None = None,
+    model_aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
+    metrics_aggregator: Callable | None = None,
+) -> skeleton.Components:
   """The parts `build_weighted_feddst` composes (for tests and custom loops).
 
-  Takes exactly the keyword arguments of `build_weighted_feddst`.
+  Takes exactly the arguments of `build_weighted_feddst` (documented there).
   """
-  return _build_components(bind_arguments(
-      build_weighted_feddst, 'build_feddst_components', model_fn, kwargs))
+  algorithm = 'feddst_prox' if prox_mu else 'feddst'
+  registry.check_builder_args(algorithm, locals())
+  if regrowth_gradient_batches < 1:
+    raise ValueError('regrowth_gradient_batches must be >= 1, got '
+                     f'{regrowth_gradient_batches!r}.')
+  skeleton.check_norm_bound(client_norm_bound)
+  dp_config = _dp_config(dp_noise_multiplier, dp_clip_norm,
+                         dp_adaptive_quantile, dp_clients_per_round)
+  if dp_config is not None and model_aggregator is not None:
+    raise ValueError('model_aggregator cannot be used with '
+                     'dp_noise_multiplier: the DP mean is the privacy '
+                     'mechanism, which another aggregator would replace.')
+  upload_tf_dtype = sparse_lib.codec.upload_dtype(upload_dtype)
+  client_optimizer, server_optimizer = skeleton.checked_optimizers(
+      client_optimizer_fn=client_optimizer_fn,
+      server_optimizer_fn=server_optimizer_fn, loss_fn=loss_fn)
 
-
-def bind_arguments(builder: Callable[..., Any], components_name: str,
-                   model_fn, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-  """`builder`'s arguments (defaults filled in) for its `*_components`
-  twin, which takes exactly them; an unknown or missing one is named."""
-  try:
-    bound = inspect.signature(builder).bind(model_fn, **kwargs)
-  except TypeError as e:
-    raise TypeError(f'{components_name} takes the arguments of '
-                    f'{builder.__name__}: {e}') from None
-  bound.apply_defaults()
-  return dict(bound.arguments)
-
-
-def checked_optimizers(arguments: Mapping[str, Any]):
-  """(client optimizer, server optimizer or None) of a builder's arguments,
-  after checking them and the loss; then owns TFF's default context (our
-  worker, not TFF's, which outlives Python). Every sparse builder's last
-  check before it builds anything."""
-  client_optimizer = _optimizer(arguments['client_optimizer_fn'],
-                                'client_optimizer_fn')
-  if client_optimizer is None:
-    raise TypeError('client_optimizer_fn is required.')
-  server_optimizer = _optimizer(arguments['server_optimizer_fn'],
-                                'server_optimizer_fn')
-  models_lib.loss_instance(arguments['loss_fn'])  # Fail early on a bad loss.
-  runtime.own_default_context()
-  return client_optimizer, server_optimizer
-
-
-def _build_components(arguments: dict[str, Any]) -> FedDSTComponents:
-  """The FedDST pieces from the builder's (checked here) arguments."""
-  a = types.SimpleNamespace(**arguments)
-  _check_args(a.sparsity, a.readjustment_ratio,
-              a.rounds_between_readjustments, a.readjustment_end_round,
-              a.prox_mu, a.min_votes, a.client_epochs, a.client_weight_decay,
-              a.regrowth_gradient_batches, a.client_norm_bound,
-              a.readjust_after_epoch, a.final_sparsity)
-  upload_tf_dtype = sparse_lib.codec.upload_dtype(a.upload_dtype)
-  dp_config = _dp_config(
-      a.dp_noise_multiplier, a.dp_clip_norm, a.dp_adaptive_quantile,
-      a.dp_clients_per_round, readjustment_ratio=a.readjustment_ratio,
-      upload_dtype=a.upload_dtype, final_sparsity=a.final_sparsity)
-  budgets = _budget_densities(a.client_density_budgets, a.sparsity, dp_config)
-  if a.sparsity_distribution not in sparsity_lib.DISTRIBUTIONS:
-    raise ValueError(f'sparsity_distribution must be one of '
-                     f'{sparsity_lib.DISTRIBUTIONS}, got '
-                     f'{a.sparsity_distribution!r}.')
-  sparsity_lib.schedules.check_schedule(a.readjustment_schedule)
-  client_optimizer, server_optimizer = checked_optimizers(arguments)
-
-  start = _initial_model(a.model_fn, a.input_spec, a.sparsity,
-                         a.sparsity_distribution, seed=a.seed,
-                         initial_weights=a.initial_weights)
-  layout = start.layout
+  _, model = skeleton.prunable_model(model_fn, input_spec, seed=seed,
+                                     initial_weights=initial_weights)
+  models_lib.apply_initial_masks(model, sparsity, sparsity_distribution)
+  layout = layout_lib.build_layout(model, sparsity, sparsity_distribution)
+  logging.info('FedDST layer densities (%s, S=%.3f): %s',
+               sparsity_distribution, sparsity, ', '.join(
+                   f'{n}={c / s:.4f}' for n, c, s in zip(
+                       layout.kernel_names, layout.live_counts,
+                       layout.kernel_sizes)))
+  trainable, non_trainable = skeleton.weight_arrays(model)
   count_table = finalizer_lib.live_count_table(
-      layout, start.kernel_shapes, a.sparsity, a.final_sparsity,
-      a.readjustment_end_round, a.sparsity_distribution,
-      bias_sizes=start.bias_sizes)
+      layout, models_lib.kernel_shapes(model), sparsity, final_sparsity,
+      readjustment_end_round, sparsity_distribution,
+      bias_sizes=models_lib.bias_sizes(model))
+  rule = finalizer_lib.MaskRule(
+      min_votes=min_votes, remember_old=remember_old,
+      consensus_regrowth=consensus_regrowth, fraction=readjustment_ratio,
+      rounds_between=rounds_between_readjustments,
+      end_round=readjustment_end_round, schedule=readjustment_schedule,
+      live_count_table=count_table,
+      keep_unheld=client_density_budgets is not None)
 
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights(
-        [tf.constant(w) for w in start.trainable],
-        [tf.constant(w) for w in start.non_trainable])
-
-  weights_type = initial_model_weights_fn.type_signature.result
-  models_fn = _training_models_fn(a.model_fn, a.loss_fn, a.input_spec,
-                                  a.metrics_fn)
-  distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
-  payload_type = distributor.next.type_signature.result.result.member
-  data_type = tff.SequenceType(tff.types.tensorflow_to_type(a.input_spec))
-  if budgets:
-    data_type = client_work_lib.budget_data_type(data_type)
-  client_work = client_work_lib.build_masked_client_work(
-      models_fn, layout, payload_type, data_type,
-      optimizer=client_optimizer,
+  if dp_config is not None:
+    live = [int(np.sum(non_trainable[i] > 0)) for i in layout.mask_index]
+    if live != list(layout.live_counts):  # The upload's length relies on it.
+      raise AssertionError(f'initial masks keep {live} weights, the layout '
+                           f'{list(layout.live_counts)}.')
+  return skeleton.build_components(
+      layout, trainable, non_trainable,
+      models_fn=skeleton.training_models_fn(
+          model_fn, loss_fn=loss_fn, input_spec=input_spec,
+          metrics_fn=metrics_fn),
+      input_spec=input_spec, client_optimizer=client_optimizer,
       training=client_work_lib.LocalTrainingConfig(
-          epochs=a.client_epochs, weight_decay=a.client_weight_decay,
-          prox_mu=a.prox_mu, upload_dtype=upload_tf_dtype,
-          jit_compile=bool(a.client_jit_compile)),
-      readjustment=client_work_lib.ReadjustmentConfig(
-          fraction=a.readjustment_ratio,
-          rounds_between=a.rounds_between_readjustments,
-          end_round=a.readjustment_end_round,
-          schedule=a.readjustment_schedule,
-          gradient_batches=a.regrowth_gradient_batches,
-          after_epoch=a.readjust_after_epoch),
-      loop_implementation=a.loop_implementation,
+          epochs=client_epochs, weight_decay=client_weight_decay,
+          prox_mu=prox_mu, upload_dtype=upload_tf_dtype,
+          jit_compile=bool(client_jit_compile)),
+      hooks=skeleton.budget_hooks(client_density_budgets) + (hooks.FedDSTReadjustment(
+          fraction=readjustment_ratio,
+          rounds_between=rounds_between_readjustments,
+          end_round=readjustment_end_round,
+          schedule_name=readjustment_schedule,
+          gradient_batches=regrowth_gradient_batches,
+          after_epoch=readjust_after_epoch),),
+      loop_implementation=loop_implementation,
       always_dense=[min(row[i] for row in count_table) == size
                     for i, size in enumerate(layout.kernel_sizes)],
-      budgets=budgets)
-  if dp_config is not None:
-    return _dp_components(start, initial_model_weights_fn, distributor,
-                          client_work, dp_config,
-                          norm_bound=a.client_norm_bound,
-                          server_optimizer=server_optimizer)
-  client_result_type = client_work.next.type_signature.result.result.member
-  aggregator = masked_mean.MaskedSumFactory(
-      layout, norm_bound=a.client_norm_bound).create(
-      client_result_type.update, client_result_type.update_weight)
-  sums_type = aggregator.next.type_signature.result.result.member
-  finalizer = finalizer_lib.build_mask_finalizer(
-      layout, weights_type, sums_type, server_optimizer=server_optimizer,
-      rule=finalizer_lib.MaskRule(
-          min_votes=a.min_votes, remember_old=a.remember_old,
-          consensus_regrowth=a.consensus_regrowth,
-          fraction=a.readjustment_ratio,
-          rounds_between=a.rounds_between_readjustments,
-          end_round=a.readjustment_end_round, schedule=a.readjustment_schedule,
-          live_count_table=count_table, keep_unheld=bool(budgets)))
-  return FedDSTComponents(layout, initial_model_weights_fn, distributor,
-                          client_work, aggregator, finalizer)
-
-
-def _dp_components(start: _InitialModel, initial_model_weights_fn,
-                   distributor, masked_work, config, *, norm_bound,
-                   server_optimizer) -> FedDSTComponents:
-  """DP mode: delta uploads, TFF's DP mean, the fixed-mask finalizer."""
-  layout = start.layout
-  live = [int(np.sum(start.non_trainable[i] > 0)) for i in layout.mask_index]
-  if live != list(layout.live_counts):  # The upload's length relies on it.
-    raise AssertionError(f'initial masks keep {live} weights, the layout '
-                         f'{list(layout.live_counts)}.')
-  client_work = delta_client_work.build_delta_client_work(masked_work, layout)
-  result_type = client_work.next.type_signature.result.result.member
-  aggregator = dp_aggregator_lib.DPMeanFactory(
-      config, norm_bound=norm_bound).create(result_type.update,
-                                            result_type.update_weight)
-  finalizer = dp_finalizer_lib.build_delta_finalizer(
-      layout, initial_model_weights_fn.type_signature.result,
-      aggregator.next.type_signature.result.result.member,
-      server_optimizer=server_optimizer)
-  return FedDSTComponents(layout, initial_model_weights_fn, distributor,
-                          client_work, aggregator, finalizer)
+      aggregator_factory=(
+          masked_mean.MaskedSumFactory(layout, norm_bound=client_norm_bound)
+          if dp_config is None else dp_aggregator_lib.DPMeanFactory(
+              dp_config, norm_bound=client_norm_bound)),
+      build_finalizer=(
+          functools.partial(finalizer_lib.build_mask_finalizer, layout,
+                            server_optimizer=server_optimizer, rule=rule)
+          if dp_config is None else
+          functools.partial(dp_finalizer_lib.build_delta_finalizer, layout,
+                            server_optimizer=server_optimizer)),
+      adapt_client_work=None if dp_config is None else (
+          lambda work: delta_client_work.build_delta_client_work(work,
+                                                                 layout)),
+      model_distributor=model_distributor, model_aggregator=model_aggregator,
+      metrics_aggregator=metrics_aggregator)

@@ -66,22 +66,22 @@ What we chose:
 from __future__ import annotations
 
 from collections.abc import Callable
+import functools
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_feddst import models as models_lib
 from tff_feddst import sparse as sparse_lib
-from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.aggregators import masked_mean
-from tff_feddst.algorithms import feddst
+from tff_feddst.algorithms import registry
+from tff_feddst.algorithms import skeleton
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import flash as flash_lib
 from tff_feddst.templates import client_work as client_work_lib
-from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import flash_finalizer
+from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
 
 VARIANTS = ('spdst', 'jmwst')
@@ -95,8 +95,8 @@ def build_weighted_flash(
     loss_fn: Any,
     input_spec: Any,
     metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] | None = None,
-    client_optimizer_fn: feddst.OptimizerArg,
-    server_optimizer_fn: feddst.OptimizerArg | None = None,
+    client_optimizer_fn: skeleton.OptimizerArg,
+    server_optimizer_fn: skeleton.OptimizerArg | None = None,
     sparsity: float,
     flash_prune_rate: float = DEFAULT_PRUNE_RATE,
     readjustment_schedule: str = 'constant',
@@ -111,6 +111,9 @@ def build_weighted_flash(
     client_density_budgets: Any = None,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
+    model_distributor: tff.learning.templates.DistributionProcess | None = None,
+    model_aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
+    metrics_aggregator: Callable | None = None,
 ) -> tff.learning.templates.LearningProcess:
   """Builds FLASH SPDST or JMWST (see the module docstring).
 
@@ -148,123 +151,78 @@ def build_weighted_flash(
       pairs, each d <= 1 − S), as for FedDST; the client data is then
       `<data=B*, budget=float32*>` (module doc).
     loop_implementation: the local training loop (`tff.learning`).
+    model_distributor: replaces the sparse distributor; it must send the
+      same sparse payload.
+    model_aggregator: replaces the unweighted masked sums; it must produce
+      the masked sums the FLASH finalizer reads.
+    metrics_aggregator: aggregates the clients' training metrics, as in
+      tff.learning (default: summed, then finalized).
   """
   parts = build_flash_components(**dict(locals()))
   return packed_state.compose(parts)
 
 
 def build_flash_components(
-    model_fn: Callable[[], tf.keras.Model], **kwargs) -> feddst.FedDSTComponents:
+    model_fn: Callable[[], tf.keras.Model], **kwargs) -> skeleton.Components:
   """The parts `build_weighted_flash` composes (for tests and custom loops).
 
   Takes exactly the keyword arguments of `build_weighted_flash`.
   """
-  a = feddst.bind_arguments(build_weighted_flash, 'build_flash_components',
-                            model_fn, kwargs)
-  _check_args(a)
-  budgets = feddst._budget_densities(  # pylint: disable=protected-access
-      a['client_density_budgets'], a['sparsity'], None)
+  a = skeleton.bind_arguments(build_weighted_flash, 'build_flash_components',
+                              model_fn, kwargs)
+  if a['variant'] not in VARIANTS:
+    raise ValueError(f'variant must be one of {VARIANTS}, got '
+                     f'{a["variant"]!r}.')
+  registry.check_builder_args(f'flash_{a["variant"]}', a)
+  skeleton.check_norm_bound(a['client_norm_bound'])
   upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
-  client_optimizer, server_optimizer = feddst.checked_optimizers(a)
+  client_optimizer, server_optimizer = skeleton.checked_optimizers(
+      client_optimizer_fn=a['client_optimizer_fn'],
+      server_optimizer_fn=a['server_optimizer_fn'], loss_fn=a['loss_fn'])
   seed = 0 if a['seed'] is None else int(a['seed'])
 
-  layout, trainable, non_trainable = _initial_model(
-      model_fn, a['input_spec'], seed=a['seed'],
-      initial_weights=a['initial_weights'])
+  # The layout's live counts are the kernel sizes: an upper bound of every
+  # layer's count (stage 1 and JMWST move them), which the aggregator's
+  # fixed-length sums need.
+  _, model = skeleton.prunable_model(model_fn, a['input_spec'],
+                                     seed=a['seed'],
+                                     initial_weights=a['initial_weights'])
+  layout = layout_lib.build_layout(model, 0.0, 'uniform')
+  trainable, non_trainable = skeleton.weight_arrays(model)
   initial_kernels, initial_dense = flash_finalizer.initial_arrays(
       layout, trainable, non_trainable)
   _apply_random_masks(layout, trainable, non_trainable, 1.0 - a['sparsity'],
                       seed)
-
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights(
-        [tf.constant(w) for w in trainable],
-        [tf.constant(w) for w in non_trainable])
-
-  weights_type = initial_model_weights_fn.type_signature.result
-  models_fn = feddst._training_models_fn(  # pylint: disable=protected-access
-      model_fn, a['loss_fn'], a['input_spec'], a['metrics_fn'])
-  distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
-  payload_type = distributor.next.type_signature.result.result.member
-  data_type = tff.SequenceType(tff.types.tensorflow_to_type(a['input_spec']))
-  if budgets:
-    data_type = client_work_lib.budget_data_type(data_type)
   jmwst = a['variant'] == 'jmwst'
-  client_work = client_work_lib.build_masked_client_work(
-      models_fn, layout, payload_type, data_type,
-      optimizer=client_optimizer,
+  rule = flash_finalizer.FlashServerRule(
+      dynamic=jmwst, density=1.0 - a['sparsity'], seed=seed,
+      initial_kernels=initial_kernels, initial_dense=initial_dense,
+      keep_unheld=a['client_density_budgets'] is not None)
+  return skeleton.build_components(
+      layout, trainable, non_trainable,
+      models_fn=skeleton.training_models_fn(
+          model_fn, loss_fn=a['loss_fn'], input_spec=a['input_spec'],
+          metrics_fn=a['metrics_fn']),
+      input_spec=a['input_spec'], client_optimizer=client_optimizer,
       training=client_work_lib.LocalTrainingConfig(
           epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
           upload_dtype=upload_tf_dtype,
           jit_compile=bool(a['client_jit_compile'])),
-      readjustment=client_work_lib.ReadjustmentConfig(
-          flash=flash_lib.ClientDST(
+      hooks=skeleton.budget_hooks(a['client_density_budgets']) + (
+          hooks.FlashDST(flash_lib.ClientDST(
               rate=a['flash_prune_rate'],
               schedule=a['readjustment_schedule'] if jmwst else 'constant',
               end_round=a['readjustment_end_round'] if jmwst else None,
-              stage_one_only=not jmwst, seed=seed)),
+              stage_one_only=not jmwst, seed=seed)),),
       loop_implementation=a['loop_implementation'],
-      # Per-layer counts move (stage 1, JMWST): re-mask every kernel.
-      always_dense=[False] * layout.num_kernels,
-      budgets=budgets)
-  client_result_type = client_work.next.type_signature.result.result.member
-  aggregator = _unweighted(masked_mean.MaskedSumFactory(
-      layout, norm_bound=a['client_norm_bound']).create(
-          client_result_type.update, client_result_type.update_weight))
-  sums_type = aggregator.next.type_signature.result.result.member
-  finalizer = flash_finalizer.build_flash_finalizer(
-      layout, weights_type, sums_type, server_optimizer=server_optimizer,
-      rule=flash_finalizer.FlashServerRule(
-          dynamic=jmwst, density=1.0 - a['sparsity'], seed=seed,
-          initial_kernels=initial_kernels, initial_dense=initial_dense,
-          keep_unheld=bool(budgets)))
-  return feddst.FedDSTComponents(layout, initial_model_weights_fn,
-                                 distributor, client_work, aggregator,
-                                 finalizer)
-
-
-def _check_args(a) -> None:
-  if a['variant'] not in VARIANTS:
-    raise ValueError(f'variant must be one of {VARIANTS}, got '
-                     f'{a["variant"]!r}.')
-  end = a['readjustment_end_round']
-  checks = [
-      (0.0 < a['sparsity'] < 1.0, 'sparsity', 'in (0, 1) (FLASH trains a '
-       'sparse model)', a['sparsity']),
-      (0.0 < a['flash_prune_rate'] <= 1.0, 'flash_prune_rate', 'in (0, 1]',
-       a['flash_prune_rate']),
-      (end is None or end >= 0, 'readjustment_end_round',
-       '>= 0 (or None: never ends)', end),
-      (a['client_epochs'] >= 1, 'client_epochs', '>= 1', a['client_epochs']),
-      (a['client_weight_decay'] >= 0.0, 'client_weight_decay', '>= 0',
-       a['client_weight_decay']),
-      (a['client_norm_bound'] > 0, 'client_norm_bound', '> 0',
-       a['client_norm_bound']),
-  ]
-  for ok, name, expected, value in checks:
-    if not ok:
-      raise ValueError(f'{name} must be {expected}, got {value!r}.')
-  sparsity_lib.schedules.check_schedule(a['readjustment_schedule'])
-
-
-def _initial_model(model_fn, input_spec, *, seed, initial_weights):
-  """(layout, trainable, non-trainable) of the unpruned initial model.
-
-  The layout's live counts are the kernel sizes: an upper bound of every
-  layer's count (stage 1 and JMWST move them), which the aggregator's
-  fixed-length sums need.
-  """
-  if seed is not None:
-    tf.keras.utils.set_random_seed(seed)
-  plain = model_fn()
-  if initial_weights is not None:
-    models_lib.copy_weights(plain, initial_weights)
-  model = models_lib.make_prunable(plain)
-  feddst._check_input_spec(input_spec, model)  # pylint: disable=protected-access
-  layout = layout_lib.build_layout(model, 0.0, 'uniform')
-  return (layout, [v.numpy() for v in model.trainable_weights],
-          [v.numpy() for v in model.non_trainable_weights])
+      aggregator_factory=_UnweightedFactory(masked_mean.MaskedSumFactory(
+          layout, norm_bound=a['client_norm_bound'])),
+      build_finalizer=functools.partial(
+          flash_finalizer.build_flash_finalizer, layout,
+          server_optimizer=server_optimizer, rule=rule),
+      model_distributor=a['model_distributor'],
+      model_aggregator=a['model_aggregator'],
+      metrics_aggregator=a['metrics_aggregator'])
 
 
 def initial_mask_counts(layout: layout_lib.ModelLayout, density: float
@@ -288,6 +246,17 @@ def _apply_random_masks(layout, trainable, non_trainable, density: float,
     mask = mask.reshape(shape)
     non_trainable[j] = mask.astype(non_trainable[j].dtype)
     trainable[i] = (trainable[i] * mask).astype(trainable[i].dtype)
+
+
+class _UnweightedFactory(tff.aggregators.WeightedAggregationFactory):
+  """`inner`'s process with every client's weight 1 (FLASH does not weight
+  by n_k)."""
+
+  def __init__(self, inner: tff.aggregators.WeightedAggregationFactory):
+    self._inner = inner
+
+  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+    return _unweighted(self._inner.create(value_type, weight_type))
 
 
 def _unweighted(process: tff.templates.AggregationProcess

@@ -51,7 +51,7 @@ The authors' rules, point by point (their files), and ours:
    server reconfigures; the server adds the clients' sums. Ours: the same
    sum over the rounds since the last reconfiguration, but our clients are
    sampled and stateless: they upload (Σ g)² every round
-   (`templates.client_work.ImportanceUpload`) and the server keeps the sum
+   (`sparse.ImportanceUpload`) and the server keeps the sum
    in its state (`templates.prunefl_finalizer`, checkpointed). So the sum
    covers the clients sampled in those rounds (theirs: all 10 clients,
    every round), and the importance travels every round: 4 bytes per
@@ -110,6 +110,7 @@ The authors' rules, point by point (their files), and ours:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import functools
 from typing import Any
 
 import numpy as np
@@ -117,16 +118,16 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import choices
-from tff_feddst import models as models_lib
 from tff_feddst import sparse as sparse_lib
 from tff_feddst.aggregators import importance as importance_lib
-from tff_feddst.algorithms import feddst
 from tff_feddst.algorithms import prunefl_initial_pruning
+from tff_feddst.algorithms import registry
+from tff_feddst.algorithms import skeleton
 from tff_feddst.sparse import codec
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import prunefl
 from tff_feddst.templates import client_work as client_work_lib
-from tff_feddst.templates import distributor as distributor_lib
+from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
 from tff_feddst.templates import prunefl_finalizer
 
@@ -147,8 +148,8 @@ def build_weighted_prunefl(
     input_spec: Any,
     initial_client_data: tf.data.Dataset | None = None,
     metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] | None = None,
-    client_optimizer_fn: feddst.OptimizerArg,
-    server_optimizer_fn: feddst.OptimizerArg | None = None,
+    client_optimizer_fn: skeleton.OptimizerArg,
+    server_optimizer_fn: skeleton.OptimizerArg | None = None,
     sparsity: float = 0.0,
     rounds_between_readjustments: int = 50,
     prunefl_max_decrease: float = prunefl.DEFAULT_MAX_DECREASE,
@@ -169,6 +170,9 @@ def build_weighted_prunefl(
     initial_weights: Any = None,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
+    model_distributor: tff.learning.templates.DistributionProcess | None = None,
+    model_aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
+    metrics_aggregator: Callable | None = None,
 ) -> tff.learning.templates.LearningProcess:
   """Builds PruneFL (see the module docstring).
 
@@ -214,40 +218,21 @@ def build_weighted_prunefl(
       `model_fn`'s architecture or its weight arrays) instead of the seeded
       init; the initial pruning starts from them.
     loop_implementation: the local training loop (`tff.learning`).
+    model_distributor: replaces the sparse distributor; it must send the
+      same sparse payload.
+    model_aggregator: replaces the importance sums; it must produce the
+      sums the PruneFL finalizer reads (`aggregators.importance`).
+    metrics_aggregator: aggregates the clients' training metrics, as in
+      tff.learning (default: summed, then finalized).
   """
   parts = build_prunefl_components(**dict(locals()))
   return packed_state.compose(parts)
 
 
 def _check_args(a) -> None:
-  checks = [
-      (0.0 <= a['sparsity'] < 1.0, 'sparsity', 'in [0, 1) (0: no density '
-       'cap)', a['sparsity']),
-      (a['rounds_between_readjustments'] >= 1, 'rounds_between_readjustments',
-       '>= 1', a['rounds_between_readjustments']),
-      (0.0 <= a['prunefl_max_decrease'] < 1.0, 'prunefl_max_decrease',
-       'in [0, 1)', a['prunefl_max_decrease']),
-      (a['prunefl_bandwidth_mbps'] > 0, 'prunefl_bandwidth_mbps', '> 0',
-       a['prunefl_bandwidth_mbps']),
-      (a['prunefl_compute_gflops'] is None or a['prunefl_compute_gflops'] > 0,
-       'prunefl_compute_gflops', '> 0', a['prunefl_compute_gflops']),
-      (a['prunefl_round_overhead'] is None or a['prunefl_round_overhead'] >= 0,
-       'prunefl_round_overhead', '>= 0', a['prunefl_round_overhead']),
-      (a['prunefl_initial_interval_steps'] >= 1,
-       'prunefl_initial_interval_steps', '>= 1',
-       a['prunefl_initial_interval_steps']),
-      (a['prunefl_initial_reconfigurations'] >= 1,
-       'prunefl_initial_reconfigurations', '>= 1',
-       a['prunefl_initial_reconfigurations']),
-      (a['client_epochs'] >= 1, 'client_epochs', '>= 1', a['client_epochs']),
-      (a['client_weight_decay'] >= 0.0, 'client_weight_decay', '>= 0',
-       a['client_weight_decay']),
-      (a['client_norm_bound'] > 0, 'client_norm_bound', '> 0',
-       a['client_norm_bound']),
-  ]
-  for ok, name, expected, value in checks:
-    if not ok:
-      raise ValueError(f'{name} must be {expected}, got {value!r}.')
+  """The registry's option rules, then what no option holds."""
+  registry.check_builder_args('prunefl', a)
+  skeleton.check_norm_bound(a['client_norm_bound'])
   if a['initial_client_data'] is None:
     raise ValueError(
         'initial_client_data is required: PruneFL starts with initial '
@@ -267,10 +252,6 @@ def time_options(a: Mapping[str, Any]) -> tuple[Any, float | None, float]:
     measured = prunefl.load_measured_compute(value)
   except ValueError as e:
     raise ValueError(f'prunefl_time_coefficients: {e}') from None
-  if a['prunefl_compute_gflops'] is not None:
-    raise ValueError("prunefl_compute_gflops applies only with "
-                     "prunefl_time_coefficients='flops' (measured "
-                     'coefficients give the compute times).')
   return (measured, None, _or(a['prunefl_round_overhead'],
                               MEASURED_ROUND_OVERHEAD))
 
@@ -331,47 +312,36 @@ def _initial_pruning_bytes(layout, dense_start, start, upload_dtype
   return int(codec.payload_bytes(up)), int(codec.payload_bytes(down))
 
 
-def _selected_client_models(model_fn, a):
-  """(wrapped Keras model, tff.learning model on its variables) of the
-  initial model — seeded init or `initial_weights` — all weights live."""
-  if a['seed'] is not None:
-    tf.keras.utils.set_random_seed(a['seed'])
-  plain = model_fn()
-  if a['initial_weights'] is not None:
-    models_lib.copy_weights(plain, a['initial_weights'])
-  wrapped = models_lib.make_prunable(plain)
-  feddst._check_input_spec(a['input_spec'], wrapped)  # pylint: disable=protected-access
-  same = ([v.ref() for v in plain.trainable_weights] ==
-          [v.ref() for v in wrapped.trainable_weights])
-  model = tff.learning.models.from_keras_model(
-      plain if same else wrapped, loss=models_lib.loss_instance(a['loss_fn']),
-      input_spec=a['input_spec'])
-  return wrapped, model
-
-
 def build_prunefl_components(
-    model_fn: Callable[[], tf.keras.Model], **kwargs) -> feddst.FedDSTComponents:
+    model_fn: Callable[[], tf.keras.Model], **kwargs) -> skeleton.Components:
   """The parts `build_weighted_prunefl` composes (for tests and custom loops).
 
   Takes exactly the keyword arguments of `build_weighted_prunefl`; runs the
   initial pruning.
   """
-  a = feddst.bind_arguments(build_weighted_prunefl, 'build_prunefl_components',
-                            model_fn, kwargs)
+  a = skeleton.bind_arguments(build_weighted_prunefl,
+                              'build_prunefl_components', model_fn, kwargs)
   _check_args(a)
   measured, gflops, overhead = time_options(a)
   upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
-  client_optimizer, server_optimizer = feddst.checked_optimizers(a)
+  client_optimizer, server_optimizer = skeleton.checked_optimizers(
+      client_optimizer_fn=a['client_optimizer_fn'],
+      server_optimizer_fn=a['server_optimizer_fn'], loss_fn=a['loss_fn'])
 
-  models_fn = feddst._training_models_fn(  # pylint: disable=protected-access
-      model_fn, a['loss_fn'], a['input_spec'], a['metrics_fn'])
-  wrapped, model = _selected_client_models(model_fn, a)
+  models_fn = skeleton.training_models_fn(
+      model_fn, loss_fn=a['loss_fn'], input_spec=a['input_spec'],
+      metrics_fn=a['metrics_fn'])
+  # The selected client's models: the initial model, all weights live.
+  plain, wrapped = skeleton.prunable_model(
+      model_fn, a['input_spec'], seed=a['seed'],
+      initial_weights=a['initial_weights'])
+  model = skeleton.learning_model(plain, wrapped, loss_fn=a['loss_fn'],
+                                  input_spec=a['input_spec'])
   layout = layout_lib.build_layout(wrapped, 0.0, 'uniform')  # Dense start.
   sizes = sum(layout.kernel_sizes)
   max_live = (None if a['sparsity'] == 0 else
               int(np.floor((1.0 - a['sparsity']) * sizes)))
-  dense_start = ([v.numpy() for v in wrapped.trainable_weights],
-                 [v.numpy() for v in wrapped.non_trainable_weights])
+  dense_start = skeleton.weight_arrays(wrapped)
   times = time_model(layout, upload_bytes=upload_tf_dtype.size,
                      bandwidth_mbps=a['prunefl_bandwidth_mbps'],
                      overhead_seconds=overhead, compute_gflops=gflops,
@@ -384,44 +354,28 @@ def build_prunefl_components(
       interval_steps=a['prunefl_initial_interval_steps'],
       max_reconfigurations=a['prunefl_initial_reconfigurations'],
       num_classes=_num_classes(wrapped))
-  trainable, non_trainable = start.trainable, start.non_trainable
-  initial_bytes = _initial_pruning_bytes(layout, dense_start, start,
-                                         upload_tf_dtype)
-
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights(
-        [tf.constant(w) for w in trainable],
-        [tf.constant(w) for w in non_trainable])
-
-  weights_type = initial_model_weights_fn.type_signature.result
-  distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
-  payload_type = distributor.next.type_signature.result.result.member
-  data_type = tff.SequenceType(tff.types.tensorflow_to_type(a['input_spec']))
-  client_work = client_work_lib.build_masked_client_work(
-      models_fn, layout, payload_type, data_type,
-      optimizer=client_optimizer,
+  return skeleton.build_components(
+      layout, start.trainable, start.non_trainable, models_fn=models_fn,
+      input_spec=a['input_spec'], client_optimizer=client_optimizer,
       training=client_work_lib.LocalTrainingConfig(
           epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
           upload_dtype=upload_tf_dtype,
           jit_compile=bool(a['client_jit_compile'])),
-      readjustment=client_work_lib.ReadjustmentConfig(
-          prunefl_interval=a['rounds_between_readjustments']),
+      hooks=(hooks.PruneFLImportance(a['rounds_between_readjustments']),),
       loop_implementation=a['loop_implementation'],
-      always_dense=[False] * layout.num_kernels,  # Masks move.
-      initial_bytes=initial_bytes)
-  client_result_type = client_work.next.type_signature.result.result.member
-  aggregator = importance_lib.ImportanceSumFactory(
-      layout, norm_bound=a['client_norm_bound']).create(
-          client_result_type.update, client_result_type.update_weight)
-  sums_type = aggregator.next.type_signature.result.result.member
-  finalizer = prunefl_finalizer.build_prunefl_finalizer(
-      layout, weights_type, sums_type, server_optimizer=server_optimizer,
-      rule=prunefl_finalizer.PruneFLServerRule(
-          interval=a['rounds_between_readjustments'],
-          max_decrease=a['prunefl_max_decrease'], time_model=times,
-          max_live=max_live,
-          dormant_kernels=tuple(start.dormant_kernels)))
-  return feddst.FedDSTComponents(layout, initial_model_weights_fn,
-                                 distributor, client_work, aggregator,
-                                 finalizer)
+      initial_bytes=_initial_pruning_bytes(layout, dense_start, start,
+                                           upload_tf_dtype),
+      aggregator_factory=importance_lib.ImportanceSumFactory(
+          layout, norm_bound=a['client_norm_bound']),
+      build_finalizer=functools.partial(
+          prunefl_finalizer.build_prunefl_finalizer, layout,
+          server_optimizer=server_optimizer,
+          rule=prunefl_finalizer.PruneFLServerRule(
+              interval=a['rounds_between_readjustments'],
+              max_decrease=a['prunefl_max_decrease'], time_model=times,
+              max_live=max_live,
+              dormant_kernels=tuple(start.dormant_kernels))),
+      model_distributor=a['model_distributor'],
+      model_aggregator=a['model_aggregator'],
+      metrics_aggregator=a['metrics_aggregator'])
+

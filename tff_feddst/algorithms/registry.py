@@ -3,7 +3,10 @@
 The one home of the algorithm choice: `launchers/train.py` defines its
 algorithm flags from `OPTIONS`, validates them with `resolve` and records the
 result in hparams.json; `build` turns that record into the learning process;
-the benchmarks name algorithms and options through it. Adding an algorithm is
+the benchmarks name algorithms and options through it. It is the one
+validator: the builders check their arguments with `check_builder_args` (the
+same rules and messages, without flag prefixes) and check themselves only
+what no option holds. Adding an algorithm is
 one `AlgorithmConfig` in `ALGORITHMS` (plus its builder and tests).
 
 Imports no TensorFlow (the builders are imported by `build`), so a command
@@ -388,19 +391,10 @@ def resolve(algorithm: str, given: Mapping[str, Any], *,
     if value is None:
       value = config.defaults.get(name, option.default_for(ctx))
       value = value(ctx) if callable(value) else value  # Own, by context.
-    if option.choices is not None and value not in option.choices:
-      raise OptionError(f'{flag_prefix}{name} must be one of '
-                        f'{list(option.choices)}, got {value!r}.')
-    if value is not None and not option.check(value, ctx):
-      raise OptionError(f'{flag_prefix}{name} must be '
-                        f'{option.expected.replace("--", flag_prefix)}, got '
-                        f'{value!r}.')
+    _check_value(option, value, ctx, flag_prefix)
     resolved[name] = value
     ctx[name] = value
-  refusal = (config.refuse and config.refuse(resolved)) or _dp_refusal(
-      resolved)
-  if refusal:
-    raise OptionError(refusal.replace('--', flag_prefix))
+  _check_together(config, resolved, flag_prefix)
   if resolved['client_density_budgets'] is not None:
     resolved['client_density_budgets'] = _budgets_text(resolved, flag_prefix)
   if resolved['prunefl_time_coefficients'] not in (None,
@@ -408,6 +402,49 @@ def resolve(algorithm: str, given: Mapping[str, Any], *,
     resolved['prunefl_time_coefficients'] = _time_coefficients_text(
         resolved['prunefl_time_coefficients'], flag_prefix)
   return resolved
+
+
+def _check_value(option: Option, value, ctx: Mapping[str, Any],
+                 flag_prefix: str) -> None:
+  """OptionError unless `value` is one of the option's choices and passes
+  its check (None passes: not set)."""
+  if option.choices is not None and value not in option.choices:
+    raise OptionError(f'{flag_prefix}{option.name} must be one of '
+                      f'{list(option.choices)}, got {value!r}.')
+  if value is not None and not option.check(value, ctx):
+    raise OptionError(f'{flag_prefix}{option.name} must be '
+                      f'{option.expected.replace("--", flag_prefix)}, got '
+                      f'{value!r}.')
+
+
+def _check_together(config: AlgorithmConfig, hp: Mapping[str, Any],
+                    flag_prefix: str) -> None:
+  """OptionError if the algorithm's or DP's rules refuse these values."""
+  refusal = (config.refuse and config.refuse(hp)) or _dp_refusal(hp)
+  if refusal:
+    raise OptionError(refusal.replace('--', flag_prefix))
+
+
+def check_builder_args(algorithm: str, args: Mapping[str, Any]) -> None:
+  """Refuses a builder's arguments that `algorithm`'s options forbid.
+
+  The builders call it, so that a direct caller meets the rules (and the
+  messages) the launcher's `resolve` applies, without flag prefixes: an
+  option the algorithm takes is checked when given (not None); those it
+  does not take are left to the builder, which ignores them. Values need
+  not be the launcher's types: budgets may be (density, fraction) pairs.
+  """
+  config = ALGORITHMS[algorithm]
+  takes = set(config.takes)
+  hp = {name: option.off for name, option in OPTIONS.items()}
+  for name, option in OPTIONS.items():  # In order: checks may use earlier.
+    if name in takes and name in args:
+      hp[name] = args[name]
+      if name != 'client_density_budgets':  # Not only text: below.
+        _check_value(option, args[name], args, '')
+  _check_together(config, hp, '')
+  if hp['client_density_budgets'] is not None:
+    _budgets_text(hp, '')
 
 
 def _time_coefficients_text(value: str, flag_prefix: str) -> str:

@@ -58,22 +58,22 @@ What we chose:
 from __future__ import annotations
 
 from collections.abc import Callable
+import functools
 from typing import Any
 
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_feddst import models as models_lib
 from tff_feddst import sparse as sparse_lib
 from tff_feddst.aggregators import masked_mean
-from tff_feddst.algorithms import feddst
 from tff_feddst.algorithms import registry
+from tff_feddst.algorithms import skeleton
 from tff_feddst.models import powerprop
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import global_magnitude
 from tff_feddst.templates import client_work as client_work_lib
-from tff_feddst.templates import distributor as distributor_lib
 from tff_feddst.templates import finalizer as finalizer_lib
+from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
 
 DEFAULT_BETA = registry.OPTIONS['sparsyfed_beta'].default
@@ -85,8 +85,8 @@ def build_weighted_sparsyfed(
     loss_fn: Any,
     input_spec: Any,
     metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] | None = None,
-    client_optimizer_fn: feddst.OptimizerArg,
-    server_optimizer_fn: feddst.OptimizerArg | None = None,
+    client_optimizer_fn: skeleton.OptimizerArg,
+    server_optimizer_fn: skeleton.OptimizerArg | None = None,
     sparsity: float,
     sparsyfed_beta: float = DEFAULT_BETA,
     activation_pruning: bool = True,
@@ -99,6 +99,9 @@ def build_weighted_sparsyfed(
     initial_weights: Any = None,
     loop_implementation: tff.learning.LoopImplementation = (
         tff.learning.LoopImplementation.DATASET_ITERATOR),
+    model_distributor: tff.learning.templates.DistributionProcess | None = None,
+    model_aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
+    metrics_aggregator: Callable | None = None,
 ) -> tff.learning.templates.LearningProcess:
   """Builds SparsyFed (see the module docstring).
 
@@ -129,6 +132,12 @@ def build_weighted_sparsyfed(
     initial_weights: start from these effective weights (a Keras model with
       `model_fn`'s architecture or its weight arrays); v = sign(w)|w|^(1/β).
     loop_implementation: the local training loop (`tff.learning`).
+    model_distributor: replaces the sparse distributor; it must send the
+      same sparse payload.
+    model_aggregator: replaces the masked sums; it must produce the masked
+      sums the finalizer reads.
+    metrics_aggregator: aggregates the clients' training metrics, as in
+      tff.learning (default: summed, then finalized).
 
   Returns:
     A `tff.learning.templates.LearningProcess` whose state holds v and whose
@@ -138,7 +147,7 @@ def build_weighted_sparsyfed(
   return compose_sparsyfed(parts, sparsyfed_beta)
 
 
-def compose_sparsyfed(parts: feddst.FedDSTComponents, beta: float
+def compose_sparsyfed(parts: skeleton.Components, beta: float
                       ) -> tff.learning.templates.LearningProcess:
   """The LearningProcess of `build_sparsyfed_components(...)` built with β.
 
@@ -154,101 +163,59 @@ def compose_sparsyfed(parts: feddst.FedDSTComponents, beta: float
 
 
 def build_sparsyfed_components(
-    model_fn: Callable[[], tf.keras.Model], **kwargs) -> feddst.FedDSTComponents:
+    model_fn: Callable[[], tf.keras.Model], **kwargs) -> skeleton.Components:
   """The parts `build_weighted_sparsyfed` composes; its state holds v.
 
   Takes exactly the keyword arguments of `build_weighted_sparsyfed`.
   """
-  a = feddst.bind_arguments(build_weighted_sparsyfed, 'build_sparsyfed_components',
-                            model_fn, kwargs)
-  beta = _check_args(a['sparsity'], a['sparsyfed_beta'], a['client_epochs'],
-                     a['client_weight_decay'], a['client_norm_bound'])
+  a = skeleton.bind_arguments(build_weighted_sparsyfed,
+                              'build_sparsyfed_components', model_fn, kwargs)
+  registry.check_builder_args('sparsyfed', a)
+  skeleton.check_norm_bound(a['client_norm_bound'])
+  beta = powerprop.check_beta(a['sparsyfed_beta'])
   upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
-  client_optimizer, server_optimizer = feddst.checked_optimizers(a)
+  client_optimizer, server_optimizer = skeleton.checked_optimizers(
+      client_optimizer_fn=a['client_optimizer_fn'],
+      server_optimizer_fn=a['server_optimizer_fn'], loss_fn=a['loss_fn'])
 
-  layout, trainable, non_trainable = _initial_model(
-      model_fn, a['input_spec'], beta, a['activation_pruning'],
-      seed=a['seed'], initial_weights=a['initial_weights'])
+  def reparameterised(plain):
+    return powerprop.powerprop_model(
+        plain, beta, activation_pruning=a['activation_pruning'])
 
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights(
-        [tf.constant(w) for w in trainable],
-        [tf.constant(w) for w in non_trainable])
-
-  weights_type = initial_model_weights_fn.type_signature.result
-  models_fn = feddst._training_models_fn(  # pylint: disable=protected-access
-      lambda: powerprop.powerprop_model(
-          model_fn(), beta, activation_pruning=a['activation_pruning'],
-          copy_weights=False),
-      a['loss_fn'], a['input_spec'], a['metrics_fn'])
-  distributor = distributor_lib.build_sparse_distributor(layout, weights_type)
-  payload_type = distributor.next.type_signature.result.result.member
-  data_type = tff.SequenceType(tff.types.tensorflow_to_type(a['input_spec']))
-  keep = global_magnitude.num_keep(sum(layout.kernel_sizes), a['sparsity'])
-  client_work = client_work_lib.build_masked_client_work(
-      models_fn, layout, payload_type, data_type,
-      optimizer=client_optimizer,
+  # The dense initial model: v = sign(u)|u|^(1/β) of the plain model's own
+  # (seeded) init u, or of `initial_weights`. Every mask is all ones, and
+  # the layout's live counts are the kernel sizes (a global mask may be
+  # dense).
+  _, model = skeleton.prunable_model(
+      model_fn, a['input_spec'], seed=a['seed'],
+      initial_weights=a['initial_weights'], transform=reparameterised)
+  layout = layout_lib.build_layout(model, 0.0, 'uniform')
+  trainable, non_trainable = skeleton.weight_arrays(model)
+  return skeleton.build_components(
+      layout, trainable, non_trainable,
+      models_fn=skeleton.training_models_fn(
+          lambda: powerprop.powerprop_model(
+              model_fn(), beta, activation_pruning=a['activation_pruning'],
+              copy_weights=False),
+          loss_fn=a['loss_fn'], input_spec=a['input_spec'],
+          metrics_fn=a['metrics_fn']),
+      input_spec=a['input_spec'], client_optimizer=client_optimizer,
       training=client_work_lib.LocalTrainingConfig(
           epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
           upload_dtype=upload_tf_dtype,
-          jit_compile=bool(a['client_jit_compile']),
-          global_prune_keep=keep),
-      readjustment=client_work_lib.ReadjustmentConfig(),
+          jit_compile=bool(a['client_jit_compile'])),
+      hooks=(hooks.SparsyFedGlobalPrune(global_magnitude.num_keep(
+          sum(layout.kernel_sizes), a['sparsity'])),),
       loop_implementation=a['loop_implementation'],
-      # The received mask changes every round: re-apply it on every kernel.
-      always_dense=[False] * layout.num_kernels)
-  client_result_type = client_work.next.type_signature.result.result.member
-  aggregator = masked_mean.MaskedSumFactory(
-      layout, norm_bound=a['client_norm_bound']).create(
-          client_result_type.update, client_result_type.update_weight)
-  sums_type = aggregator.next.type_signature.result.result.member
-  finalizer = finalizer_lib.build_mask_finalizer(
-      layout, weights_type, sums_type, server_optimizer=server_optimizer,
-      rule=finalizer_lib.MaskRule(mean_over='all', union_only=True))
-  return feddst.FedDSTComponents(layout, initial_model_weights_fn,
-                                 distributor, client_work, aggregator,
-                                 finalizer)
-
-
-def _check_args(sparsity, beta, client_epochs, client_weight_decay,
-                client_norm_bound) -> float:
-  checks = [
-      (0.0 <= sparsity < 1.0, 'sparsity', 'in [0, 1)', sparsity),
-      (client_epochs >= 1, 'client_epochs', '>= 1', client_epochs),
-      (client_weight_decay >= 0.0, 'client_weight_decay', '>= 0',
-       client_weight_decay),
-      (client_norm_bound > 0, 'client_norm_bound', '> 0', client_norm_bound),
-  ]
-  for ok, name, expected, value in checks:
-    if not ok:
-      raise ValueError(f'{name} must be {expected}, got {value!r}.')
-  try:
-    return powerprop.check_beta(beta)
-  except ValueError:
-    raise ValueError(f'sparsyfed_beta must be >= 1 (1: plain training), got '
-                     f'{beta!r}.') from None
-
-
-def _initial_model(model_fn, input_spec, beta: float,
-                   activation_pruning: bool, *, seed, initial_weights):
-  """(layout, trainable v, non-trainable) of the dense initial model.
-
-  v = sign(u)|u|^(1/β) of the plain model's own (seeded) init u, or of
-  `initial_weights`. Every mask is all ones, and the layout's live counts
-  are the kernel sizes (a global mask may be dense).
-  """
-  if seed is not None:
-    tf.keras.utils.set_random_seed(seed)
-  plain = model_fn()
-  if initial_weights is not None:
-    models_lib.copy_weights(plain, initial_weights)
-  model = models_lib.make_prunable(powerprop.powerprop_model(
-      plain, beta, activation_pruning=activation_pruning))
-  feddst._check_input_spec(input_spec, model)  # pylint: disable=protected-access
-  layout = layout_lib.build_layout(model, 0.0, 'uniform')
-  return (layout, [v.numpy() for v in model.trainable_weights],
-          [v.numpy() for v in model.non_trainable_weights])
+      aggregator_factory=masked_mean.MaskedSumFactory(
+          layout, norm_bound=a['client_norm_bound']),
+      build_finalizer=functools.partial(
+          finalizer_lib.build_mask_finalizer, layout,
+          server_optimizer=server_optimizer,
+          rule=finalizer_lib.MaskRule(mean_over='all', union_only=True)),
+      model_distributor=a['model_distributor'],
+      model_aggregator=a['model_aggregator'],
+      metrics_aggregator=a['metrics_aggregator'])
 
 
 def effective_weights(layout: layout_lib.ModelLayout, weights, beta: float

@@ -2,7 +2,7 @@
 
 `(<S@SERVER, float32[n]@CLIENTS, float32@CLIENTS> -> <S@SERVER, float32[n]@SERVER, M@SERVER>)`
 
-Each client's delta (`flat_update`) is clipped to L2 norm C, summed, the sum
+Each client's delta (`sparse.flat_update`) is clipped to L2 norm C, summed, the sum
 gets Gaussian noise of standard deviation z·C, and it is divided by the
 *expected* clients per round, not by the clients that came (McMahan et al.,
 ICLR 2018: the fixed-denominator estimator, whose sensitivity does not depend

@@ -5,7 +5,7 @@
 Wraps the masked client work (`templates.client_work`) unchanged: with the
 global mask fixed its upload holds the trained live values in global-mask
 order and no mask, so trained − received is one fixed-length vector
-(`flat_update`), which is what DP-FedAvg clips and noises. The update weight
+(`sparse.flat_update`), which is what DP-FedAvg clips and noises. The update weight
 is 1 (the DP mean is unweighted). The measurements, including the bytes, are
 the wrapped work's: the delta has as many float32 values as its upload.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_feddst.privacy import flat_update
+from tff_feddst.sparse import flat_update
 from tff_feddst.sparse.layout import ModelLayout
 
 

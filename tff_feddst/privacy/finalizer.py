@@ -3,7 +3,7 @@
 `(<S@SERVER, W@SERVER, float32[n]@SERVER> -> <S@SERVER, W@SERVER, M@SERVER>)`
 
 The mean delta (`aggregator`) is scattered into the global mask through the
-layout (`flat_update.add_to_weights`): live weights and dense params move,
+layout (`sparse.flat_update.add_to_weights`): live weights and dense params move,
 masked weights stay exactly 0 and the mask never changes (DP mode fixes it).
 An optional server optimizer steps on the pseudo-gradient −mean, as TFF's
 `build_apply_optimizer_finalizer` does, re-masked afterwards.
@@ -16,7 +16,7 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_feddst.privacy import flat_update
+from tff_feddst.sparse import flat_update
 from tff_feddst.templates import finalizer as finalizer_lib
 from tff_feddst.sparse.layout import ModelLayout
 

@@ -69,7 +69,7 @@ def with_budgets(datasets: Sequence[tf.data.Dataset],
                  client_ids: Sequence[str],
                  assignment: Mapping[str, float]) -> list[OrderedDict]:
   """Each client's data with its density budget: `<data=B*, budget=float32*>`
-  (`templates.client_work.budget_data_type`)."""
+  (`templates.hooks.budget_data_type`)."""
   return [OrderedDict(data=ds, budget=tf.data.Dataset.from_tensors(
       np.float32(assignment[cid]))) for ds, cid in zip(datasets, client_ids)]
 

@@ -28,6 +28,14 @@ class SparsePayload(NamedTuple):
   dense: list[Any]
 
 
+class ImportanceUpload(NamedTuple):
+  """A PruneFL client's upload: the sparse payload, (Σ_steps g)² per kernel
+  weight (flat, float32) and its sum over the dense params (shape [1])."""
+  payload: SparsePayload
+  importance: list[Any]
+  base_importance: Any
+
+
 def upload_dtype(name: str) -> tf.DType:
   """The TF dtype named `name` ('float32', 'bfloat16', 'float16')."""
   if name not in UPLOAD_DTYPES:
