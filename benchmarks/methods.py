@@ -253,8 +253,8 @@ def _verdict(row: dict) -> str:
       single.append(NAMES[ref])
     elif report_lib.beyond_two_se(stat):
       claims.append(f'{"above" if stat[0] > 0 else "below"} {NAMES[ref]}')
-    else:
-      claims.append(f'level with {NAMES[ref]}')
+    else:  # Level, or too spread over the seeds to tell.
+      claims.append(f'within 2 s.e. of {NAMES[ref]}')
   if single:
     claims.append(f'against {" and ".join(single)}: one seed, no claim yet')
   text = '; '.join(claims)

@@ -185,7 +185,7 @@ def test_headline_over_seeds(tmp_path):
   assert new.startswith('# Title\n\nintro\n\n' + begin + '\n| method |')
   assert new.endswith(f'{end}\n\nrest\n') and 'old table' not in new
   assert 'Above RandomMask; below FedAvg (dense).' in new
-  assert 'Level with RandomMask; below FedAvg (dense).' in new
+  assert 'Within 2 s.e. of RandomMask; below FedAvg (dense).' in new
   # The figure has a panel per seed with lines in it (not a blank image).
   image = plt_image.imread(docs / 'methods' / 'accuracy_vs_uplink_seeds.png')
   assert image.shape[1] > 2 * image.shape[0]  # Three panels side by side.
