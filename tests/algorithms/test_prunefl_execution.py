@@ -489,7 +489,8 @@ def test_a_run_uses_measured_coefficients():
      r'prunefl_time_coefficients were measured for kernels of sizes '
      r'\[432, 40\]; this model has \[432, 48\]'),
     (dict(prunefl_time_coefficients='{}', prunefl_compute_gflops=None),
-     'prunefl_time_coefficients: the measured coefficients: missing'),
+     'prunefl_time_coefficients must be flops or measured coefficients '
+     r'\(the JSON file .*\): the measured coefficients: missing'),
 ])
 def test_builder_refuses_bad_arguments_naming_them(overrides, message):
   with pytest.raises(ValueError, match=message):

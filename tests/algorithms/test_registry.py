@@ -52,8 +52,8 @@ def test_defaults_by_algorithm_and_context():
     ('prunefl', dict(prunefl_initial_reconfigurations=0),
      'prunefl_initial_reconfigurations must be >= 1'),
     ('prunefl', dict(prunefl_time_coefficients='/nonexistent.json'),
-     'prunefl_time_coefficients must be flops or a file of measured '
-     'coefficients: cannot read /nonexistent.json'),
+     r'prunefl_time_coefficients must be flops or measured coefficients '
+     r'\(the JSON file .* writes\): cannot read /nonexistent.json'),
     ('prunefl', dict(prunefl_time_coefficients='{"kernel_sizes": [3]}'),
      'prunefl_time_coefficients .* missing .*base_seconds_per_example'),
     ('prunefl', dict(rounds_between_readjustments=0),

@@ -15,13 +15,11 @@ import numpy as np
 import tensorflow_federated as tff
 
 from tff_feddst import models as models_lib
-from tff_feddst import sparse as sparse_lib
 from tff_feddst import sparsity as sparsity_lib
 from tff_feddst.aggregators import masked_mean
 from tff_feddst.algorithms import registry
 from tff_feddst.algorithms import skeleton
 from tff_feddst.sparse import layout as layout_lib
-from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import finalizer as finalizer_lib
 from tff_feddst.templates import packed_state
 from test_feddst_execution import DATA, SPEC, loss_fn, metrics_fn, model_fn
@@ -33,9 +31,12 @@ def build_weighted_prune_once(
     model_fn, *, loss_fn, input_spec, metrics_fn=None, client_optimizer_fn,
     sparsity: float, seed=None, client_epochs: int = 1,
     client_weight_decay: float = 0.0, upload_dtype: str = 'float32',
-    initial_weights=None, client_jit_compile: bool = False):
+    initial_weights=None, client_jit_compile: bool = False,
+    loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
+    model_distributor=None, model_aggregator=None, metrics_aggregator=None):
   """Dense in round 1; the server then keeps each kernel's ERK count of the
   largest |w| for good."""
+  a = dict(locals())
   client_optimizer, server_optimizer = skeleton.checked_optimizers(
       client_optimizer_fn=client_optimizer_fn, server_optimizer_fn=None,
       loss_fn=loss_fn)
@@ -50,21 +51,12 @@ def build_weighted_prune_once(
   rule = finalizer_lib.MaskRule(
       live_count_table=(tuple(int(n) for n in counts),))
   return packed_state.compose(skeleton.build_components(
-      layout, trainable, non_trainable,
-      models_fn=skeleton.training_models_fn(
-          model_fn, loss_fn=loss_fn, input_spec=input_spec,
-          metrics_fn=metrics_fn),
-      input_spec=input_spec, client_optimizer=client_optimizer,
-      training=client_work_lib.LocalTrainingConfig(
-          epochs=client_epochs, weight_decay=client_weight_decay,
-          upload_dtype=sparse_lib.codec.upload_dtype(upload_dtype),
-          jit_compile=bool(client_jit_compile)),
-      hooks=(), loop_implementation=(
-          tff.learning.LoopImplementation.DATASET_ITERATOR),
-      aggregator_factory=masked_mean.MaskedSumFactory(layout),
+      layout, trainable, non_trainable, client_optimizer=client_optimizer,
+      hooks=(), aggregator_factory=masked_mean.MaskedSumFactory(layout),
       build_finalizer=functools.partial(
           finalizer_lib.build_mask_finalizer, layout,
-          server_optimizer=server_optimizer, rule=rule)))
+          server_optimizer=server_optimizer, rule=rule),
+      **skeleton.builder_parts(a)))
 
 
 TOY = registry.AlgorithmConfig(

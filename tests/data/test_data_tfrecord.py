@@ -18,6 +18,7 @@ from tff_feddst import data as data_lib
 from tff_feddst.data import catalog
 from tff_feddst.data import presence
 from tff_feddst.data import tfrecord
+from tff_feddst.data import tfrecord_writer
 from tff_feddst.data.sources import CorruptDatasetError, DatasetNotFoundError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -233,7 +234,7 @@ def test_writer_refuses_a_non_empty_directory(small_copy):
 
 def test_writer_leaves_nothing_when_it_fails(tmp_path, monkeypatch):
   written = []
-  real = tfrecord._write_records
+  real = tfrecord_writer._write_records
 
   def fail_on_third(path, batches):
     if len(written) == 2:
@@ -241,7 +242,7 @@ def test_writer_leaves_nothing_when_it_fails(tmp_path, monkeypatch):
     written.append(path)
     return real(path, batches)
 
-  monkeypatch.setattr(tfrecord, '_write_records', fail_on_third)
+  monkeypatch.setattr(tfrecord_writer, '_write_records', fail_on_third)
   with pytest.raises(OSError, match='disk full'):
     data_lib.write_tfrecord(small_federated(), tmp_path / 'out')
   assert len(written) == 2

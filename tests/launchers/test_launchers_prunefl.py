@@ -59,8 +59,9 @@ def test_prunefl_run_resumes_exactly(tmp_path):
     (['--algorithm=prunefl', '--prunefl_initial_interval_steps=0'],
      '--prunefl_initial_interval_steps must be >= 1, got 0'),
     (['--algorithm=prunefl', '--prunefl_time_coefficients=/nonexistent.json'],
-     '--prunefl_time_coefficients must be flops or a file of measured '
-     'coefficients: cannot read /nonexistent.json'),
+     '--prunefl_time_coefficients must be flops or measured coefficients '
+     '(the JSON file benchmarks/prunefl_time_coefficients.py writes): '
+     'cannot read /nonexistent.json'),
     (['--algorithm=feddst', '--prunefl_round_overhead=2'],
      '--prunefl_round_overhead applies only to --algorithm prunefl'),
     (['--algorithm=prunefl', '--client_density_budgets=0.1:1'],

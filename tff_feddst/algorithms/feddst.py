@@ -31,7 +31,6 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_feddst import models as models_lib
-from tff_feddst import sparse as sparse_lib
 from tff_feddst.aggregators import masked_mean
 from tff_feddst.algorithms import registry
 from tff_feddst.algorithms import skeleton
@@ -39,7 +38,6 @@ from tff_feddst.privacy import aggregator as dp_aggregator_lib
 from tff_feddst.privacy import delta_client_work
 from tff_feddst.privacy import finalizer as dp_finalizer_lib
 from tff_feddst.sparse import layout as layout_lib
-from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import finalizer as finalizer_lib
 from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
@@ -196,90 +194,58 @@ def build_weighted_feddst(
     metrics_aggregator: aggregates the clients' training metrics, as in
       tff.learning (default: summed, then finalized).
   """
-  return packed_state.compose(build_feddst_components(**locals()))
+  return packed_state.compose(build_feddst_components(**dict(locals())))
 
 
 def build_feddst_components(
-    model_fn: Callable[[], tf.keras.Model],
-    *,
-    loss_fn: Any,
-    input_spec: Any,
-    metrics_fn: Callable[[], list[tf.keras.metrics.Metric]] | None = None,
-    client_optimizer_fn: OptimizerArg,
-    server_optimizer_fn: OptimizerArg | None = None,
-    sparsity: float,
-    sparsity_distribution: str = 'feddst_erk',
-    readjustment_ratio: float,
-    rounds_between_readjustments: int = 10,
-    readjustment_end_round: int = 0,
-    readjustment_schedule: str = 'cosine',
-    prox_mu: float = 0.0,
-    min_votes: int = 0,
-    seed: int | None = None,
-    client_epochs: int = 1,
-    client_weight_decay: float = 0.0,
-    regrowth_gradient_batches: int = 1,
-    client_norm_bound: float = 1e6,
-    readjust_after_epoch: int | None = None,
-    remember_old: bool = False,
-    upload_dtype: str = 'float32',
-    client_jit_compile: bool = False,
-    final_sparsity: float | None = None,
-    consensus_regrowth: bool = False,
-    initial_weights: Any = None,
-    client_density_budgets: Any = None,
-    dp_noise_multiplier: float | None = None,
-    dp_clip_norm: float | None = None,
-    dp_adaptive_quantile: float | None = None,
-    dp_clients_per_round: int | None = None,
-    loop_implementation: tff.learning.LoopImplementation = (
-        tff.learning.LoopImplementation.DATASET_ITERATOR),
-    model_distributor: tff.learning.templates.DistributionProcess | None = None,
-    model_aggregator: tff.aggregators.WeightedAggregationFactory | None = None,
-    metrics_aggregator: Callable | None = None,
-) -> skeleton.Components:
+    model_fn: Callable[[], tf.keras.Model], **kwargs) -> skeleton.Components:
   """The parts `build_weighted_feddst` composes (for tests and custom loops).
 
-  Takes exactly the arguments of `build_weighted_feddst` (documented there).
+  Takes exactly the keyword arguments of `build_weighted_feddst` (documented
+  there).
   """
-  algorithm = 'feddst_prox' if prox_mu else 'feddst'
-  registry.check_builder_args(algorithm, locals())
-  if regrowth_gradient_batches < 1:
+  a = skeleton.bind_arguments(build_weighted_feddst, 'build_feddst_components',
+                              model_fn, kwargs)
+  algorithm = 'feddst_prox' if a['prox_mu'] else 'feddst'
+  registry.check_builder_args(algorithm, a)
+  if a['regrowth_gradient_batches'] < 1:
     raise ValueError('regrowth_gradient_batches must be >= 1, got '
-                     f'{regrowth_gradient_batches!r}.')
-  skeleton.check_norm_bound(client_norm_bound)
-  dp_config = _dp_config(dp_noise_multiplier, dp_clip_norm,
-                         dp_adaptive_quantile, dp_clients_per_round)
-  if dp_config is not None and model_aggregator is not None:
+                     f'{a["regrowth_gradient_batches"]!r}.')
+  skeleton.check_norm_bound(a['client_norm_bound'])
+  dp_config = _dp_config(a['dp_noise_multiplier'], a['dp_clip_norm'],
+                         a['dp_adaptive_quantile'], a['dp_clients_per_round'])
+  if dp_config is not None and a['model_aggregator'] is not None:
     raise ValueError('model_aggregator cannot be used with '
                      'dp_noise_multiplier: the DP mean is the privacy '
                      'mechanism, which another aggregator would replace.')
-  upload_tf_dtype = sparse_lib.codec.upload_dtype(upload_dtype)
   client_optimizer, server_optimizer = skeleton.checked_optimizers(
-      client_optimizer_fn=client_optimizer_fn,
-      server_optimizer_fn=server_optimizer_fn, loss_fn=loss_fn)
+      client_optimizer_fn=a['client_optimizer_fn'],
+      server_optimizer_fn=a['server_optimizer_fn'], loss_fn=a['loss_fn'])
 
-  _, model = skeleton.prunable_model(model_fn, input_spec, seed=seed,
-                                     initial_weights=initial_weights)
-  models_lib.apply_initial_masks(model, sparsity, sparsity_distribution)
-  layout = layout_lib.build_layout(model, sparsity, sparsity_distribution)
+  sparsity, distribution = a['sparsity'], a['sparsity_distribution']
+  _, model = skeleton.prunable_model(model_fn, a['input_spec'], seed=a['seed'],
+                                     initial_weights=a['initial_weights'])
+  models_lib.apply_initial_masks(model, sparsity, distribution)
+  layout = layout_lib.build_layout(model, sparsity, distribution)
   logging.info('FedDST layer densities (%s, S=%.3f): %s',
-               sparsity_distribution, sparsity, ', '.join(
+               distribution, sparsity, ', '.join(
                    f'{n}={c / s:.4f}' for n, c, s in zip(
                        layout.kernel_names, layout.live_counts,
                        layout.kernel_sizes)))
   trainable, non_trainable = skeleton.weight_arrays(model)
   count_table = finalizer_lib.live_count_table(
-      layout, models_lib.kernel_shapes(model), sparsity, final_sparsity,
-      readjustment_end_round, sparsity_distribution,
+      layout, models_lib.kernel_shapes(model), sparsity, a['final_sparsity'],
+      a['readjustment_end_round'], distribution,
       bias_sizes=models_lib.bias_sizes(model))
   rule = finalizer_lib.MaskRule(
-      min_votes=min_votes, remember_old=remember_old,
-      consensus_regrowth=consensus_regrowth, fraction=readjustment_ratio,
-      rounds_between=rounds_between_readjustments,
-      end_round=readjustment_end_round, schedule=readjustment_schedule,
+      min_votes=a['min_votes'], remember_old=a['remember_old'],
+      consensus_regrowth=a['consensus_regrowth'],
+      fraction=a['readjustment_ratio'],
+      rounds_between=a['rounds_between_readjustments'],
+      end_round=a['readjustment_end_round'],
+      schedule=a['readjustment_schedule'],
       live_count_table=count_table,
-      keep_unheld=client_density_budgets is not None)
+      keep_unheld=a['client_density_budgets'] is not None)
 
   if dp_config is not None:
     live = [int(np.sum(non_trainable[i] > 0)) for i in layout.mask_index]
@@ -287,29 +253,22 @@ def build_feddst_components(
       raise AssertionError(f'initial masks keep {live} weights, the layout '
                            f'{list(layout.live_counts)}.')
   return skeleton.build_components(
-      layout, trainable, non_trainable,
-      models_fn=skeleton.training_models_fn(
-          model_fn, loss_fn=loss_fn, input_spec=input_spec,
-          metrics_fn=metrics_fn),
-      input_spec=input_spec, client_optimizer=client_optimizer,
-      training=client_work_lib.LocalTrainingConfig(
-          epochs=client_epochs, weight_decay=client_weight_decay,
-          prox_mu=prox_mu, upload_dtype=upload_tf_dtype,
-          jit_compile=bool(client_jit_compile)),
-      hooks=skeleton.budget_hooks(client_density_budgets) + (hooks.FedDSTReadjustment(
-          fraction=readjustment_ratio,
-          rounds_between=rounds_between_readjustments,
-          end_round=readjustment_end_round,
-          schedule_name=readjustment_schedule,
-          gradient_batches=regrowth_gradient_batches,
-          after_epoch=readjust_after_epoch),),
-      loop_implementation=loop_implementation,
+      layout, trainable, non_trainable, client_optimizer=client_optimizer,
+      hooks=skeleton.budget_hooks(a['client_density_budgets']) + (
+          hooks.FedDSTReadjustment(
+              fraction=a['readjustment_ratio'],
+              rounds_between=a['rounds_between_readjustments'],
+              end_round=a['readjustment_end_round'],
+              schedule_name=a['readjustment_schedule'],
+              gradient_batches=a['regrowth_gradient_batches'],
+              after_epoch=a['readjust_after_epoch']),),
       always_dense=[min(row[i] for row in count_table) == size
                     for i, size in enumerate(layout.kernel_sizes)],
       aggregator_factory=(
-          masked_mean.MaskedSumFactory(layout, norm_bound=client_norm_bound)
+          masked_mean.MaskedSumFactory(layout,
+                                       norm_bound=a['client_norm_bound'])
           if dp_config is None else dp_aggregator_lib.DPMeanFactory(
-              dp_config, norm_bound=client_norm_bound)),
+              dp_config, norm_bound=a['client_norm_bound'])),
       build_finalizer=(
           functools.partial(finalizer_lib.build_mask_finalizer, layout,
                             server_optimizer=server_optimizer, rule=rule)
@@ -319,5 +278,4 @@ def build_feddst_components(
       adapt_client_work=None if dp_config is None else (
           lambda work: delta_client_work.build_delta_client_work(work,
                                                                  layout)),
-      model_distributor=model_distributor, model_aggregator=model_aggregator,
-      metrics_aggregator=metrics_aggregator)
+      **skeleton.builder_parts(a, prox_mu=a['prox_mu']))

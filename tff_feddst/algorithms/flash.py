@@ -73,13 +73,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_feddst import sparse as sparse_lib
 from tff_feddst.aggregators import masked_mean
 from tff_feddst.algorithms import registry
 from tff_feddst.algorithms import skeleton
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import flash as flash_lib
-from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import flash_finalizer
 from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
@@ -175,7 +173,6 @@ def build_flash_components(
                      f'{a["variant"]!r}.')
   registry.check_builder_args(f'flash_{a["variant"]}', a)
   skeleton.check_norm_bound(a['client_norm_bound'])
-  upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
   client_optimizer, server_optimizer = skeleton.checked_optimizers(
       client_optimizer_fn=a['client_optimizer_fn'],
       server_optimizer_fn=a['server_optimizer_fn'], loss_fn=a['loss_fn'])
@@ -199,30 +196,19 @@ def build_flash_components(
       initial_kernels=initial_kernels, initial_dense=initial_dense,
       keep_unheld=a['client_density_budgets'] is not None)
   return skeleton.build_components(
-      layout, trainable, non_trainable,
-      models_fn=skeleton.training_models_fn(
-          model_fn, loss_fn=a['loss_fn'], input_spec=a['input_spec'],
-          metrics_fn=a['metrics_fn']),
-      input_spec=a['input_spec'], client_optimizer=client_optimizer,
-      training=client_work_lib.LocalTrainingConfig(
-          epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
-          upload_dtype=upload_tf_dtype,
-          jit_compile=bool(a['client_jit_compile'])),
+      layout, trainable, non_trainable, client_optimizer=client_optimizer,
       hooks=skeleton.budget_hooks(a['client_density_budgets']) + (
           hooks.FlashDST(flash_lib.ClientDST(
               rate=a['flash_prune_rate'],
               schedule=a['readjustment_schedule'] if jmwst else 'constant',
               end_round=a['readjustment_end_round'] if jmwst else None,
               stage_one_only=not jmwst, seed=seed)),),
-      loop_implementation=a['loop_implementation'],
       aggregator_factory=_UnweightedFactory(masked_mean.MaskedSumFactory(
           layout, norm_bound=a['client_norm_bound'])),
       build_finalizer=functools.partial(
           flash_finalizer.build_flash_finalizer, layout,
           server_optimizer=server_optimizer, rule=rule),
-      model_distributor=a['model_distributor'],
-      model_aggregator=a['model_aggregator'],
-      metrics_aggregator=a['metrics_aggregator'])
+      **skeleton.builder_parts(a))
 
 
 def initial_mask_counts(layout: layout_lib.ModelLayout, density: float

@@ -126,7 +126,6 @@ from tff_feddst.algorithms import skeleton
 from tff_feddst.sparse import codec
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import prunefl
-from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
 from tff_feddst.templates import prunefl_finalizer
@@ -248,10 +247,7 @@ def time_options(a: Mapping[str, Any]) -> tuple[Any, float | None, float]:
   if isinstance(value, str) and value == FLOPS:
     return (None, _or(a['prunefl_compute_gflops'], DEFAULT_COMPUTE_GFLOPS),
             _or(a['prunefl_round_overhead'], DEFAULT_ROUND_OVERHEAD))
-  try:
-    measured = prunefl.load_measured_compute(value)
-  except ValueError as e:
-    raise ValueError(f'prunefl_time_coefficients: {e}') from None
+  measured = prunefl.load_measured_compute(value)  # Checked by the registry.
   return (measured, None, _or(a['prunefl_round_overhead'],
                               MEASURED_ROUND_OVERHEAD))
 
@@ -328,9 +324,6 @@ def build_prunefl_components(
       client_optimizer_fn=a['client_optimizer_fn'],
       server_optimizer_fn=a['server_optimizer_fn'], loss_fn=a['loss_fn'])
 
-  models_fn = skeleton.training_models_fn(
-      model_fn, loss_fn=a['loss_fn'], input_spec=a['input_spec'],
-      metrics_fn=a['metrics_fn'])
   # The selected client's models: the initial model, all weights live.
   plain, wrapped = skeleton.prunable_model(
       model_fn, a['input_spec'], seed=a['seed'],
@@ -355,14 +348,9 @@ def build_prunefl_components(
       max_reconfigurations=a['prunefl_initial_reconfigurations'],
       num_classes=_num_classes(wrapped))
   return skeleton.build_components(
-      layout, start.trainable, start.non_trainable, models_fn=models_fn,
-      input_spec=a['input_spec'], client_optimizer=client_optimizer,
-      training=client_work_lib.LocalTrainingConfig(
-          epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
-          upload_dtype=upload_tf_dtype,
-          jit_compile=bool(a['client_jit_compile'])),
+      layout, start.trainable, start.non_trainable,
+      client_optimizer=client_optimizer,
       hooks=(hooks.PruneFLImportance(a['rounds_between_readjustments']),),
-      loop_implementation=a['loop_implementation'],
       initial_bytes=_initial_pruning_bytes(layout, dense_start, start,
                                            upload_tf_dtype),
       aggregator_factory=importance_lib.ImportanceSumFactory(
@@ -375,7 +363,5 @@ def build_prunefl_components(
               max_decrease=a['prunefl_max_decrease'], time_model=times,
               max_live=max_live,
               dormant_kernels=tuple(start.dormant_kernels))),
-      model_distributor=a['model_distributor'],
-      model_aggregator=a['model_aggregator'],
-      metrics_aggregator=a['metrics_aggregator'])
+      **skeleton.builder_parts(a))
 

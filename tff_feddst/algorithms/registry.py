@@ -449,20 +449,23 @@ def check_builder_args(algorithm: str, args: Mapping[str, Any]) -> None:
   _check_together(config, hp, '')
   if hp['client_density_budgets'] is not None:
     _budgets_text(hp, '')
+  if hp['prunefl_time_coefficients'] not in (None, choices.PRUNEFL_FLOPS):
+    _time_coefficients_text(hp['prunefl_time_coefficients'], '')
 
 
-def _time_coefficients_text(value: str, flag_prefix: str) -> str:
-  """The measured coefficients as canonical JSON text, so that hparams.json
-  records (and a resumed run checks) the numbers, not a file that may
-  change; or OptionError saying what is wrong."""
+def _time_coefficients_text(value, flag_prefix: str) -> str:
+  """The measured coefficients (a file's path, its text or a mapping) as
+  canonical JSON text, so that hparams.json records (and a resumed run
+  checks) the numbers, not a file that may change; or OptionError saying
+  what is wrong."""
   from tff_feddst.sparsity import prunefl  # pylint: disable=g-import-not-at-top
   try:
     return prunefl.load_measured_compute(value).to_text()
   except ValueError as e:
     raise OptionError(f'{flag_prefix}prunefl_time_coefficients must be '
-                      f'{choices.PRUNEFL_FLOPS} or a file of measured '
-                      'coefficients: '
-                      f'{e}') from None
+                      f'{choices.PRUNEFL_FLOPS} or measured coefficients '
+                      '(the JSON file benchmarks/prunefl_time_coefficients.py '
+                      f'writes): {e}') from None
 
 
 def _budgets_text(hp: Mapping[str, Any], flag_prefix: str) -> str:

@@ -24,6 +24,7 @@ import tensorflow_federated as tff
 
 from tff_feddst import models as models_lib
 from tff_feddst import runtime
+from tff_feddst.sparse import codec
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import budgets as budgets_lib
 from tff_feddst.templates import client_work as client_work_lib
@@ -201,6 +202,28 @@ def _refuse_other_type(name: str, what: str, expected, got) -> None:
   if not expected.is_equivalent_to(got):
     raise TypeError(f'{name} must produce {what} of type {expected}; got '
                     f'{got}.')
+
+
+def builder_parts(a: Mapping[str, Any], *, models_fn: Callable | None = None,
+                  prox_mu: float = 0.0) -> dict[str, Any]:
+  """The `build_components` arguments a builder takes straight from its own
+  bound arguments `a` (`bind_arguments`): the clients' models (`models_fn`,
+  default from a['model_fn']), the local training, the loop and the parts
+  the caller injects."""
+  if models_fn is None:
+    models_fn = training_models_fn(
+        a['model_fn'], loss_fn=a['loss_fn'], input_spec=a['input_spec'],
+        metrics_fn=a['metrics_fn'])
+  return dict(
+      models_fn=models_fn, input_spec=a['input_spec'],
+      training=client_work_lib.LocalTrainingConfig(
+          epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
+          prox_mu=prox_mu, upload_dtype=codec.upload_dtype(a['upload_dtype']),
+          jit_compile=bool(a['client_jit_compile'])),
+      loop_implementation=a['loop_implementation'],
+      model_distributor=a['model_distributor'],
+      model_aggregator=a['model_aggregator'],
+      metrics_aggregator=a['metrics_aggregator'])
 
 
 def build_components(

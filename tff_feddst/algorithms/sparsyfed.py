@@ -64,14 +64,12 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_feddst import sparse as sparse_lib
 from tff_feddst.aggregators import masked_mean
 from tff_feddst.algorithms import registry
 from tff_feddst.algorithms import skeleton
 from tff_feddst.models import powerprop
 from tff_feddst.sparse import layout as layout_lib
 from tff_feddst.sparsity import global_magnitude
-from tff_feddst.templates import client_work as client_work_lib
 from tff_feddst.templates import finalizer as finalizer_lib
 from tff_feddst.templates import hooks
 from tff_feddst.templates import packed_state
@@ -173,7 +171,6 @@ def build_sparsyfed_components(
   registry.check_builder_args('sparsyfed', a)
   skeleton.check_norm_bound(a['client_norm_bound'])
   beta = powerprop.check_beta(a['sparsyfed_beta'])
-  upload_tf_dtype = sparse_lib.codec.upload_dtype(a['upload_dtype'])
   client_optimizer, server_optimizer = skeleton.checked_optimizers(
       client_optimizer_fn=a['client_optimizer_fn'],
       server_optimizer_fn=a['server_optimizer_fn'], loss_fn=a['loss_fn'])
@@ -192,30 +189,21 @@ def build_sparsyfed_components(
   layout = layout_lib.build_layout(model, 0.0, 'uniform')
   trainable, non_trainable = skeleton.weight_arrays(model)
   return skeleton.build_components(
-      layout, trainable, non_trainable,
-      models_fn=skeleton.training_models_fn(
-          lambda: powerprop.powerprop_model(
-              model_fn(), beta, activation_pruning=a['activation_pruning'],
-              copy_weights=False),
-          loss_fn=a['loss_fn'], input_spec=a['input_spec'],
-          metrics_fn=a['metrics_fn']),
-      input_spec=a['input_spec'], client_optimizer=client_optimizer,
-      training=client_work_lib.LocalTrainingConfig(
-          epochs=a['client_epochs'], weight_decay=a['client_weight_decay'],
-          upload_dtype=upload_tf_dtype,
-          jit_compile=bool(a['client_jit_compile'])),
+      layout, trainable, non_trainable, client_optimizer=client_optimizer,
       hooks=(hooks.SparsyFedGlobalPrune(global_magnitude.num_keep(
           sum(layout.kernel_sizes), a['sparsity'])),),
-      loop_implementation=a['loop_implementation'],
       aggregator_factory=masked_mean.MaskedSumFactory(
           layout, norm_bound=a['client_norm_bound']),
       build_finalizer=functools.partial(
           finalizer_lib.build_mask_finalizer, layout,
           server_optimizer=server_optimizer,
           rule=finalizer_lib.MaskRule(mean_over='all', union_only=True)),
-      model_distributor=a['model_distributor'],
-      model_aggregator=a['model_aggregator'],
-      metrics_aggregator=a['metrics_aggregator'])
+      **skeleton.builder_parts(a, models_fn=skeleton.training_models_fn(
+          lambda: powerprop.powerprop_model(
+              model_fn(), beta, activation_pruning=a['activation_pruning'],
+              copy_weights=False),
+          loss_fn=a['loss_fn'], input_spec=a['input_spec'],
+          metrics_fn=a['metrics_fn'])))
 
 
 def effective_weights(layout: layout_lib.ModelLayout, weights, beta: float

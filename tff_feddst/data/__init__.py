@@ -36,7 +36,7 @@ _EXPORTS = {
     'preprocess': 'federated',
     'FeatureSpec': 'tfrecord',
     'load_tfrecord': 'tfrecord',
-    'write_tfrecord': 'tfrecord',
+    'write_tfrecord': 'tfrecord_writer',
 }
 __all__ = sorted(_EXPORTS)
 

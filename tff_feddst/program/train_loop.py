@@ -51,6 +51,12 @@ and the checkpoint to resume from (restart with the same root directory).
 
 Checkpoint hook. `after_checkpoint(round_num)` is called right after each
 checkpoint is complete; the exact-resume tests kill the process from it.
+
+Why one file of ~600 lines: the loop, its resume, stopping and interruption
+rules are one sequence whose order is the guarantee (release, then
+checkpoint; the signal held back in between); the pieces that stand alone
+live beside it (`checkpoints`, `run_lock`, `interrupts`, `sampling`,
+`evaluation`, `metrics`).
 """
 
 from __future__ import annotations
