@@ -36,6 +36,9 @@ _CHILD = flags.DEFINE_string('child', None,
                              'Internal: run one configuration, print JSON.')
 
 CONFIGS = [('graph', 1), ('graph', 2), ('xla', 1), ('xla', 2)]
+_CONFIGS = flags.DEFINE_list(
+    'configs', [f'{m}:{t}' for m, t in CONFIGS],
+    'The rows to measure, as mode:threads (mode graph or xla).')
 
 
 def model_macs(model) -> int:
@@ -113,7 +116,12 @@ def main(argv):
     print(json.dumps(result))
     return
   rows = []
-  for mode, threads in CONFIGS:
+  configs = [tuple(c.split(':')) for c in _CONFIGS.value]
+  for mode, threads in configs:
+    if mode not in ('graph', 'xla') or not threads.isdigit():
+      raise app.UsageError(f'--configs: {mode}:{threads} is not mode:threads '
+                           'with mode graph or xla.')
+  for mode, threads in configs:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
     out = subprocess.run(
         [sys.executable, __file__, f'--child={mode}:{threads}',

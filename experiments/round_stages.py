@@ -31,7 +31,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import speed  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import speed_rounds as speed  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tff_feddst import algorithms  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tff_feddst import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tff_feddst import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
