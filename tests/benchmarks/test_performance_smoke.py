@@ -92,3 +92,12 @@ def test_prunefl_time_coefficients_file_is_what_the_registry_takes(tmp_path):
                         rounds=10, size_defaults={
                             'rounds_between_readjustments': 2})
   assert hp['prunefl_time_coefficients'] != 'flops'  # The numbers, recorded.
+
+
+def test_floor_refuses_a_bad_row_naming_the_flag():
+  proc = subprocess.run([sys.executable, str(BENCHMARKS / 'floor.py'),
+                         '--configs=graph:1,gpu:2'], capture_output=True,
+                        text=True, timeout=120, cwd=REPO)
+  assert proc.returncode != 0
+  assert '--configs: gpu:2 is not mode:threads' in proc.stderr, proc.stderr
+  assert 'Traceback' not in proc.stderr
