@@ -81,9 +81,21 @@ _REPORT = flags.DEFINE_bool('report', False,
 _DOCS = flags.DEFINE_string('docs_dir', os.path.join(_REPO, 'docs'),
                             'Where --report writes.')
 _README = flags.DEFINE_string(
-    'readme', os.path.join(_REPO, 'README.md'),
+    'readme', None,
     "--report writes the short headline table between the README's markers "
-    '(and so in <docs_dir>/results.md); empty: not the README.')
+    '(and so in <docs_dir>/results.md); default: the README.md beside '
+    '<docs_dir> (the repository\'s with the default --docs_dir); empty: no '
+    'README.')
+
+
+def readme_path() -> str:
+  """The README --report rewrites ('' for none): --readme, or the one
+  beside --docs_dir, so that a report into another docs directory never
+  touches the repository's README."""
+  if _README.value is not None:
+    return _README.value
+  return os.path.join(os.path.dirname(os.path.abspath(_DOCS.value)),
+                      'README.md')
 
 
 def run_dir(setting: str, variant: str) -> str:
@@ -372,7 +384,7 @@ def report() -> None:
                             'accuracy_vs_uplink_seeds.png'))
     sections = headline(rows) + sections
     _, short = headline_tables(rows)
-    for page, prefix in ((_README.value, 'docs/'),
+    for page, prefix in ((readme_path(), 'docs/'),
                          (os.path.join(_DOCS.value, 'results.md'), '')):
       if page and os.path.exists(page):
         report_lib.replace_between(page, HEADLINE_BEGIN, HEADLINE_END,

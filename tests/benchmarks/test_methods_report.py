@@ -77,6 +77,7 @@ def _report(tmp_path, *flags):
 
 def test_finished_runs_are_archived_and_outlive_their_directories(tmp_path):
   runs, docs = tmp_path / 'runs', tmp_path / 'docs'
+  repo_readme = (REPO / 'README.md').read_bytes()
   write_run(runs, 'feddst', lambda r: r / 300)
   write_run(runs, 'sparsyfed', lambda r: 0.5)
   # sparsyfed stopped at round 80: not finished, so not archived.
@@ -104,6 +105,8 @@ def test_finished_runs_are_archived_and_outlive_their_directories(tmp_path):
   assert 'seed0/feddst: finished (archived); not run again' in proc.stdout
   assert 'launchers/train.py' not in proc.stdout
   assert not runs.exists()
+  # A report into another docs directory leaves the repository's README.
+  assert (REPO / 'README.md').read_bytes() == repo_readme
 
 
 def test_unknown_variant_is_refused(tmp_path):
