@@ -1,7 +1,9 @@
 """Every test session runs TFF on a worker owned by `tff_feddst.runtime`."""
 
 import os
+import pathlib
 import sqlite3
+import subprocess
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -70,3 +72,43 @@ def _schedule_rank(item) -> int:
 
 def pytest_collection_modifyitems(items):
   items.sort(key=_schedule_rank)  # Stable: files keep their order otherwise.
+
+
+# A test writes only under its tmp_path: the repository's files (tracked or
+# not ignored) must be the same after the session as before it.
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _repository_files_state() -> str | None:
+  """git's view of the uncommitted changes and untracked files (None
+  outside a git checkout)."""
+  try:
+    parts = [subprocess.run(args, cwd=_REPO, capture_output=True, text=True,
+                            check=True, timeout=60).stdout
+             for args in (['git', 'status', '--porcelain',
+                           '--untracked-files=all'], ['git', 'diff', 'HEAD'])]
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return '\n'.join(parts)
+
+
+def pytest_sessionstart(session):
+  if not hasattr(session.config, 'workerinput'):  # The controller only.
+    session.config.stash[_REPO_STATE] = _repository_files_state()
+
+
+def pytest_sessionfinish(session):
+  before = session.config.stash.get(_REPO_STATE, None)
+  if before is None:
+    return
+  after = _repository_files_state()
+  if after != before:
+    changed = sorted(set(after.splitlines()) - set(before.splitlines()))
+    session.config.get_terminal_writer().line(
+        'FAILED: the tests changed files of the repository (a test must '
+        'write under its tmp_path); new lines of `git status`/`git diff`:\n'
+        + '\n'.join(changed[:20]), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_REPO_STATE = pytest.StashKey[str | None]()
