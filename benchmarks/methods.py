@@ -273,6 +273,15 @@ def _verdict(row: dict) -> str:
   return text[:1].upper() + text[1:] + '.' if text else ''
 
 
+def _difference_cell(stat, seeds: int) -> str:
+  """A paired difference, saying over how many seeds when the reference
+  has fewer complete runs than the method."""
+  text = report_lib.fmt_mean_se(stat, signed=True)
+  if stat is not None and 1 < stat[2] < seeds:
+    text += f' ({stat[2]} of {seeds} seeds)'
+  return text
+
+
 def headline_tables(rows: list[dict]) -> tuple[list[str], list[str]]:
   """(the full table for docs/methods.md, the short one for README.md and
   docs/results.md)."""
@@ -283,7 +292,7 @@ def headline_tables(rows: list[dict]) -> tuple[list[str], list[str]]:
   short = ['| method | seeds | rounds 101–150 | − RandomMask | − FedAvg | '
            'uplink MB | what it shows |', '|---|---|---|---|---|---|---|']
   for r in rows:
-    diffs = [report_lib.fmt_mean_se(r[f'vs_{ref}'], signed=True)
+    diffs = [_difference_cell(r[f'vs_{ref}'], r['seeds'])
              for ref in REFERENCES]
     full.append(' | '.join([
         f'| {NAMES[r["variant"]]}', str(r['seeds']),

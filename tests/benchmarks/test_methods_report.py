@@ -176,7 +176,8 @@ def test_headline_over_seeds(tmp_path):
   lines = text.splitlines()
   feddst = next(l for l in lines if l.startswith('| FedDST |'))
   assert feddst.startswith('| FedDST | 3 | 0.620 ± 0.012 | ')
-  assert '| **+0.080 ± 0.010** | **-0.095 ± 0.005** |' in feddst
+  assert ('| **+0.080 ± 0.010** | **-0.095 ± 0.005** (2 of 3 seeds) |'
+          in feddst)
   sparsyfed = next(l for l in lines if l.startswith('| SparsyFed |'))
   assert '| +0.003 ± 0.009 |' in sparsyfed
   # Best first: FedAvg, FedDST, RandomMask / SparsyFed.
