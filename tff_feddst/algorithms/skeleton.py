@@ -4,11 +4,12 @@ A builder reads top to bottom, as tff.learning's `build_weighted_fed_avg`:
 the registry checks its options (`registry.check_builder_args`), the builder
 checks what no option rule can, makes its initial weights (`prunable_model`
 and its own masking rule), and hands them with its client hooks, aggregator
-and finalizer to `build_components`: the initial weights computation, the
-types, the sparse distributor, the masked client work and the aggregator
-come from there, each replaceable by the caller's (`model_distributor`,
-`model_aggregator`, `metrics_aggregator`, as tff.learning's builders take
-them).
+and finalizer to `build_components` (what every builder passes the same way,
+from its own arguments, comes from `builder_parts`): the initial weights
+computation, the types, the sparse distributor, the masked client work and
+the aggregator come from there, each replaceable by the caller's
+(`model_distributor`, `model_aggregator`, `metrics_aggregator`, as
+tff.learning's builders take them).
 """
 
 from __future__ import annotations
