@@ -246,16 +246,24 @@ def headline_rows() -> list[dict]:
       row[key] = (None if None in values else report_lib.mean_se(values))
     for ref in REFERENCES:
       theirs = numbers.get(ref, {})
-      row[f'vs_{ref}'] = None if v == ref else report_lib.mean_se(
-          [n['tail'] - theirs[s]['tail'] for s, n in seeds.items()
-           if s in theirs])
+      per_seed = [] if v == ref else [
+          n['tail'] - theirs[s]['tail'] for s, n in seeds.items()
+          if s in theirs]
+      row[f'vs_{ref}_per_seed'] = per_seed
+      row[f'vs_{ref}'] = report_lib.mean_se(per_seed)
     rows.append(row)
   return sorted(rows, key=lambda r: -r['tail'][0])
 
 
+# A paired difference whose standard error is above this (in accuracy) is
+# called spread, not level: "within 2 s.e." of ±0.2 says nothing.
+SPREAD_SE = 0.02
+
+
 def _verdict(row: dict) -> str:
   """What the paired differences of `row` say, in words: only those over at
-  least two seeds make a claim."""
+  least two seeds make a claim, and one whose seeds disagree widely says
+  so with its per-seed values."""
   claims, single = [], []
   for ref in REFERENCES:
     stat = row[f'vs_{ref}']
@@ -265,7 +273,10 @@ def _verdict(row: dict) -> str:
       single.append(NAMES[ref])
     elif report_lib.beyond_two_se(stat):
       claims.append(f'{"above" if stat[0] > 0 else "below"} {NAMES[ref]}')
-    else:  # Level, or too spread over the seeds to tell.
+    elif stat[1] > SPREAD_SE:
+      values = ', '.join(f'{d:+.3f}' for d in row[f'vs_{ref}_per_seed'])
+      claims.append(f'the seeds disagree against {NAMES[ref]} ({values})')
+    else:
       claims.append(f'within 2 s.e. of {NAMES[ref]}')
   if single:
     claims.append(f'against {" and ".join(single)}: one seed, no claim yet')

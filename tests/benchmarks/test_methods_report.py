@@ -145,11 +145,11 @@ def test_headline_over_seeds(tmp_path):
   runs, docs, dyn = tmp_path / 'runs', tmp_path / 'docs', tmp_path / 'dyn'
   # Constant curves: each run's tail mean is its constant.
   tails = {'random_mask': (0.50, 0.55, 0.57), 'feddst': (0.60, 0.62, 0.64),
-           'sparsyfed': (0.52, 0.54, 0.57)}
+           'sparsyfed': (0.52, 0.54, 0.57), 'prunefl': (0.55, 0.10, 0.50)}
   for variant, per_seed in tails.items():
     for seed, acc in enumerate(per_seed):
       # Seed 0's RandomMask and FedDST are benchmarks/dynamics.py's runs.
-      shared = seed == 0 and variant != 'sparsyfed'
+      shared = seed == 0 and variant in ('random_mask', 'feddst')
       write_run(dyn if shared else runs, variant, lambda r, acc=acc: acc,
                 setting='s90_seed0' if shared else f'seed{seed}')
   for seed, acc in enumerate((0.70, 0.71)):  # FedAvg: two seeds only.
@@ -164,7 +164,7 @@ def test_headline_over_seeds(tmp_path):
       [sys.executable, str(METHODS), '--report', f'--root_dir={runs}',
        f'--docs_dir={docs}', f'--dynamics_root_dir={dyn}',
        f'--readme={readme}',
-       '--variants=fedavg,random_mask,feddst,sparsyfed'],
+       '--variants=fedavg,random_mask,feddst,sparsyfed,prunefl'],
       capture_output=True, text=True, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-3000:]
   text = (docs / 'methods.md').read_text()
@@ -190,6 +190,13 @@ def test_headline_over_seeds(tmp_path):
   assert new.endswith(f'{end}\n\nrest\n') and 'old table' not in new
   assert 'Above RandomMask; below FedAvg (dense).' in new
   assert 'Within 2 s.e. of RandomMask; below FedAvg (dense).' in new
+  # prunefl − random_mask: +0.05, −0.45, −0.07 -> −0.157 ± 0.151: inside 2
+  # s.e., but too spread to call level; the seeds are named instead.
+  prunefl = next(l for l in new.splitlines() if l.startswith('| PruneFL |'))
+  assert "| -0.157 ± 0.151 |" in prunefl
+  assert ('The seeds disagree against RandomMask (+0.050, -0.450, -0.070); '
+          'the seeds disagree against FedAvg (dense) (-0.150, -0.610).'
+          in prunefl)
   # The figure has a panel per seed with lines in it (not a blank image).
   image = plt_image.imread(docs / 'methods' / 'accuracy_vs_uplink_seeds.png')
   assert image.shape[1] > 2 * image.shape[0]  # Three panels side by side.
