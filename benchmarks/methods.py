@@ -318,6 +318,115 @@ def headline_tables(rows: list[dict]) -> tuple[list[str], list[str]]:
   return full, short
 
 
+def _at_round(rows: list[dict], key: str, round_num: int):
+  """`key` in the last row up to `round_num` that has it (None if none)."""
+  values = [report_lib.value(r, key) for r in rows
+            if int(r['round']) <= round_num]
+  values = [v for v in values if v is not None]
+  return values[-1] if values else None
+
+
+def _per_seed(values, fmt: str = '{:.3f}') -> str:
+  """Per-seed values as one cell: one value when the seeds agree to the
+  shown digits, else each seed's, in seed order ('a / b / c'); — when
+  there are none."""
+  shown = ['—' if v is None else fmt.format(v) for v in values]
+  if not shown:
+    return '—'
+  return shown[0] if len(set(shown)) == 1 else ' / '.join(shown)
+
+
+def mask_rows() -> list[dict]:
+  """Per variant, per complete seed: the final global mask's per-layer and
+  total density, its turnover against the initial mask, the clients' mask
+  agreement at round 50 and at the end, and the clients' training FLOPs as
+  a share of the same training on the dense model (the numbers the notes
+  below the tables quote)."""
+  out = []
+  for v in _VARIANTS.value:
+    seeds = []
+    for setting in _SETTINGS.value:
+      rows = report_lib.read_rows(record_dir(setting, v))
+      if not rows or int(rows[-1]['round']) < _ROUNDS.value:
+        continue
+      dense = sum(report_lib.value(r, 'round/client_dense_flops') or 0.0
+                  for r in rows)
+      seeds.append({
+          'layers': {k[len('density/'):-len('/kernel')]: report_lib.value(
+              rows[-1], k) for k in rows[-1]
+                     if k.startswith('density/') and k.endswith('/kernel')},
+          'total_1': report_lib.value(rows[0], 'density/total'),
+          'total': report_lib.value(rows[-1], 'density/total'),
+          'turnover': report_lib.value(rows[-1], 'finalizer/mask_turnover'),
+          'jaccard_50': _at_round(rows, 'finalizer/client_mask_jaccard', 50),
+          'jaccard_end': report_lib.value(
+              rows[-1], 'finalizer/client_mask_jaccard'),
+          'flops_share': (sum(report_lib.value(r, 'round/client_flops') or 0.0
+                              for r in rows) / dense) if dense else None})
+    if seeds:
+      out.append({'variant': v, 'seeds': seeds})
+  return out
+
+
+def mask_table(rows: list[dict]) -> list[str]:
+  """`mask_rows` as a Markdown table, one row per method; a cell gives
+  each seed's value where the seeds differ."""
+  lines = ['| method | seeds | final density per layer | total, round 1 → end | '
+           'turnover | client-mask Jaccard, round 50 | at the end | '
+           'client FLOPs / dense |', '|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    seeds = r['seeds']
+    layers = ', '.join(
+        f'{layer} ' + _per_seed([s['layers'].get(layer) for s in seeds],
+                              '{:.2f}')
+        for layer in seeds[0]['layers'])
+    jaccard = (_per_seed([s['jaccard_50'] for s in seeds], '{:.2f}') + ' | ' +
+               _per_seed([s['jaccard_end'] for s in seeds], '{:.2f}'))
+    lines.append(' | '.join([
+        f'| {NAMES[r["variant"]]}', str(len(seeds)), layers or '—',
+        _per_seed([s['total_1'] for s in seeds]) + ' → ' +
+        _per_seed([s['total'] for s in seeds]),
+        _per_seed([None if s['turnover'] is None else 100 * s['turnover']
+                 for s in seeds], '{:.1f}%'), jaccard,
+        _per_seed([s['flops_share'] for s in seeds], '{:.2f}') + ' |']))
+  return lines
+
+
+def budget_table() -> list[str]:
+  """Per budgeted variant and density group: the group's mean client
+  accuracy over the tail rounds on each seed, their mean ± s.e., and the
+  client-rounds over budget (should be 0). Groups hold different clients,
+  so these are not paired comparisons."""
+  lines = []
+  for v in _VARIANTS.value:
+    per_seed = {}
+    for setting in _SETTINGS.value:
+      rows = report_lib.read_rows(record_dir(setting, v))
+      if (not rows or int(rows[-1]['round']) < _ROUNDS.value or
+          not _budget_labels(rows)):
+        continue
+      per_seed[setting] = {label: (
+          report_lib.tail_mean(
+              rows, TAIL_FROM, _ROUNDS.value,
+              key=f'test/budget/{label}/client_mean_accuracy'),
+          sum(report_lib.value(r, f'round/budget/{label}/over_budget_clients')
+              or 0.0 for r in rows)) for label in _budget_labels(rows)}
+    for label in sorted({l for g in per_seed.values() for l in g},
+                        key=float):
+      tails = [g[label][0] if label in g else None
+               for g in (per_seed.get(s, {}) for s in _SETTINGS.value)]
+      over = sum(g[label][1] for g in per_seed.values() if label in g)
+      lines.append(' | '.join([
+          f'| {NAMES[v]}', label, *(report_lib.fmt(t) for t in tails),
+          report_lib.fmt_mean_se(report_lib.mean_se(tails)),
+          f'{over:.0f} |']))
+  if not lines:
+    return []
+  return ['| method | budget | ' + ' | '.join(_SETTINGS.value) +
+          ' | mean ± s.e. | client-rounds over budget |',
+          '|---|---|' + '---|' * len(_SETTINGS.value) + '---|---|', *lines]
+
+
 def plot_seeds(out_path: str) -> None:
   """Accuracy against cumulative uplink, one panel per chosen setting."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -363,7 +472,31 @@ def headline(rows: list[dict]) -> list[str]:
       'of the same seed (paired by seed; **bold**: further from 0 than twice '
       'its standard error, over at least two seeds); client TFLOP and '
       'uplink are means.', '', *full, '',
-      _SEEDS_FIGURE.format(prefix=''), '']
+      _SEEDS_FIGURE.format(prefix=''), '',
+      '## What the masks did', '',
+      'Over the complete seeds (a cell gives each seed\'s value, in seed '
+      'order, where they differ): the final global mask\'s density per '
+      'layer, and in total after round 1 and at the end; its '
+      'turnover, the share of its live weights that were not in the initial '
+      'mask (`finalizer/mask_turnover`); how much the clients\' uploaded '
+      'masks agree (`finalizer/client_mask_jaccard`, 1 when no client '
+      'changes its mask); the clients\' training FLOPs over the run as a '
+      'share of the same training on the dense model (`round/client_flops` '
+      '/ `round/client_dense_flops`).', '', *mask_table(mask_rows()), '',
+      *budget_section()]
+
+
+def budget_section() -> list[str]:
+  table = budget_table()
+  if not table:
+    return []
+  return ['## Budget groups', '',
+          f'Each density group\'s mean client accuracy over rounds '
+          f'{TAIL_FROM}–{_ROUNDS.value} (its clients on their own '
+          'sub-model), per seed, and how many client-rounds trained above '
+          'their budget (`round/budget/<density>/over_budget_clients`). The '
+          'groups hold different clients, and so different data: these are '
+          'not paired comparisons.', '', *table, '']
 
 
 def report() -> None:

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 METHODS = REPO / 'benchmarks' / 'methods.py'
 
 
-def write_run(root, variant, accuracy_at, budgets=(), setting='seed0'):
+def write_run(root, variant, accuracy_at, budgets=(), setting='seed0',
+              extra=lambda r: {}):
   rows = []
   for r in range(1, 151):
     evaluated = r % 5 == 0
@@ -28,6 +29,7 @@ def write_run(root, variant, accuracy_at, budgets=(), setting='seed0'):
       row[f'round/budget/{label}/uplink_bytes_per_client'] = per_client
       row[f'test/budget/{label}/client_mean_accuracy'] = (
           accuracy if evaluated else '')
+    row.update(extra(r))
     rows.append(row)
   fake_runs.write_run(Path(root) / setting / variant,
                       dict(algorithm=variant), rows)
@@ -217,3 +219,55 @@ def test_headline_markers_missing_are_refused(tmp_path):
   assert proc.returncode != 0
   assert str(readme) in proc.stderr and 'generated' in proc.stderr
   assert readme.read_text() == '# no markers\n'
+
+
+def test_mask_and_budget_tables_over_seeds(tmp_path):
+  runs = tmp_path / 'runs'
+  def masks(turnover, conv1):
+    # Density after round 1 0.2, then 0.1; Jaccard r/150 (0.33 at 50, 1 at
+    # the end); client FLOPs a tenth of the dense ones.
+    return lambda r: {
+        'density/conv1/kernel': conv1, 'density/fc1/kernel': 0.1,
+        'density/total': 0.2 if r == 1 else 0.1,
+        'finalizer/mask_turnover': turnover * r / 150,
+        'finalizer/client_mask_jaccard': r / 150,
+        'round/client_dense_flops': 2.0e13}
+  write_run(runs, 'feddst', lambda r: 0.6, extra=masks(0.017, 0.16))
+  write_run(runs, 'feddst', lambda r: 0.6, setting='seed1',
+            extra=masks(0.014, 0.16))
+  write_run(runs, 'flash_jmwst', lambda r: 0.6, extra=masks(0.5, 1.0))
+  write_run(runs, 'flash_jmwst', lambda r: 0.6, setting='seed1',
+            extra=masks(0.5, 0.98))
+  # Budget groups: 0.05 at 0.5 and 0.7 over the seeds, one client-round
+  # over budget on seed 1.
+  for seed, acc, over in ((0, 0.5, 0), (1, 0.7, 1)):
+    write_run(runs, 'feddst_budgets', lambda r: 0.6, setting=f'seed{seed}',
+              budgets=[('0.05', acc, 1e5), ('0.2', 0.8, 3e5)],
+              extra=lambda r, over=over: {
+                  'round/budget/0.05/over_budget_clients':
+                      over if r == 7 else 0,
+                  'round/budget/0.2/over_budget_clients': 0})
+  (tmp_path / 'docs').mkdir()
+  proc = subprocess.run(
+      [sys.executable, str(METHODS), '--report', f'--root_dir={runs}',
+       f'--docs_dir={tmp_path / "docs"}', '--dynamics_root_dir=',
+       '--readme=', '--settings=seed0,seed1',
+       '--variants=feddst,flash_jmwst,feddst_budgets'],
+      capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = (tmp_path / 'docs' / 'methods.md').read_text().splitlines()
+  row = lambda name, after: next(  # pylint: disable=unnecessary-lambda-assignment
+      l for l in lines[lines.index(after):] if l.startswith(f'| {name} |'))
+  masks_head = '## What the masks did'
+  # Seeds that agree give one value, seeds that differ each their own.
+  assert row('FedDST', masks_head) == (
+      '| FedDST | 2 | conv1 0.16, fc1 0.10 | 0.200 → 0.100 | 1.7% / 1.4% | '
+      '0.33 | 1.00 | 0.10 |')
+  assert row('FLASH-JMWST', masks_head).startswith(
+      '| FLASH-JMWST | 2 | conv1 1.00 / 0.98, fc1 0.10 | 0.200 → 0.100 | '
+      '50.0% |')
+  budgets_head = '## Budget groups'
+  assert row('FedDST, budgets (S=0.8)', budgets_head) == (
+      '| FedDST, budgets (S=0.8) | 0.05 | 0.500 | 0.700 | 0.600 ± 0.100 | 1 |')
+  assert ('| FedDST, budgets (S=0.8) | 0.2 | 0.800 | 0.800 | 0.800 ± 0.000 '
+          '| 0 |') in lines
