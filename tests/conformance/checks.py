@@ -1,6 +1,7 @@
 """What every algorithm promises, checked from outside the process.
 
-* Masks are binary and a masked weight is exactly 0, after every round.
+* Every weight is finite, masks are binary and a masked weight is exactly
+  0, after every round.
 * Per-layer densities are the algorithm's (`density_promise`).
 * The bytes a round counts are the bytes of the payloads that travel,
   serialized (numpy `nbytes` of every tensor of the client work's results).
@@ -32,6 +33,9 @@ def kernels_and_masks(built: lib.Built, state):
 
 
 def check_masked_weights(built: lib.Built, state, where: str):
+  weights = built.process.get_model_weights(state)
+  for w in list(weights.trainable) + list(weights.non_trainable):
+    assert np.all(np.isfinite(w)), f'{where}: a weight is not finite'
   kernels, masks = kernels_and_masks(built, state)
   for name, k, m in zip(built.layout.kernel_names, kernels, masks):
     assert set(np.unique(m)) <= {0.0, 1.0}, f'{where}: {name} mask not binary'

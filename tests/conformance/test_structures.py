@@ -12,6 +12,17 @@ from tff_feddst.algorithms import registry
 import conformance_lib as lib
 
 
+def test_the_default_suite_runs_every_registered_algorithm():
+  """Each algorithm's base case is in the default shards (so each builds and
+  trains there, and no separate "every algorithm runs a round" test is
+  needed), at a sparsity where it has a mask, when it takes one."""
+  base = {a for a, v, _ in lib.default_cases() if v == 'base'}
+  assert base == set(registry.ALGORITHMS)
+  for a in registry.ALGORITHMS:
+    if 'sparsity' in registry.ALGORITHMS[a].takes:
+      assert 0 < lib.hparams(a, 'base')['sparsity'] < 1, a
+
+
 def _named_data(keys_in_order, container=dict):
   rng = np.random.default_rng(0)
   y = rng.integers(0, lib.CLASSES, 8).astype(np.int32)
