@@ -392,6 +392,14 @@ def mask_table(rows: list[dict]) -> list[str]:
   return lines
 
 
+def _over_budget(rows: list[dict], label: str):
+  """Client-rounds of budget group `label` over its budget; None when the
+  run did not record it (not 0: unknown is not none)."""
+  values = [report_lib.value(r, f'round/budget/{label}/over_budget_clients')
+            for r in rows]
+  return None if None in values else sum(values)
+
+
 def budget_table() -> list[str]:
   """Per budgeted variant and density group: the group's mean client
   accuracy over the tail rounds on each seed, their mean ± s.e., and the
@@ -409,17 +417,16 @@ def budget_table() -> list[str]:
           report_lib.tail_mean(
               rows, TAIL_FROM, _ROUNDS.value,
               key=f'test/budget/{label}/client_mean_accuracy'),
-          sum(report_lib.value(r, f'round/budget/{label}/over_budget_clients')
-              or 0.0 for r in rows)) for label in _budget_labels(rows)}
+          _over_budget(rows, label)) for label in _budget_labels(rows)}
     for label in sorted({l for g in per_seed.values() for l in g},
                         key=float):
       tails = [g[label][0] if label in g else None
                for g in (per_seed.get(s, {}) for s in _SETTINGS.value)]
-      over = sum(g[label][1] for g in per_seed.values() if label in g)
+      over = [g[label][1] for g in per_seed.values() if label in g]
       lines.append(' | '.join([
           f'| {NAMES[v]}', label, *(report_lib.fmt(t) for t in tails),
           report_lib.fmt_mean_se(report_lib.mean_se(tails)),
-          f'{over:.0f} |']))
+          ('—' if None in over else f'{sum(over):.0f}') + ' |']))
   if not lines:
     return []
   return ['| method | budget | ' + ' | '.join(_SETTINGS.value) +

@@ -271,3 +271,14 @@ def test_mask_and_budget_tables_over_seeds(tmp_path):
       '| FedDST, budgets (S=0.8) | 0.05 | 0.500 | 0.700 | 0.600 ± 0.100 | 1 |')
   assert ('| FedDST, budgets (S=0.8) | 0.2 | 0.800 | 0.800 | 0.800 ± 0.000 '
           '| 0 |') in lines
+  # A run that did not record the over-budget count says so, not 0.
+  write_run(runs, 'flash_jmwst_budgets', lambda r: 0.6,
+            budgets=[('0.05', 0.5, 1e5)])
+  proc = subprocess.run(
+      [sys.executable, str(METHODS), '--report', f'--root_dir={runs}',
+       f'--docs_dir={tmp_path / "docs"}', '--dynamics_root_dir=',
+       '--readme=', '--settings=seed0', '--variants=flash_jmwst_budgets'],
+      capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert ('| FLASH-JMWST, budgets (S=0.8) | 0.05 | 0.500 | 0.500 (1 seed) '
+          '| — |') in (tmp_path / 'docs' / 'methods.md').read_text()
