@@ -45,6 +45,11 @@ VARIANTS = {
     'feddst': ['--algorithm=feddst', f'--sparsity={SPARSITY}', *_DST],
     'flash_spdst': ['--algorithm=flash_spdst', f'--sparsity={SPARSITY}'],
     'flash_jmwst': ['--algorithm=flash_jmwst', f'--sparsity={SPARSITY}'],
+    # A static mask with denser convolutions (ER: conv1 1.0, conv2 0.65,
+    # fc1 0.09, fc2 0.52), near SparsyFed's and FLASH's layer profiles:
+    # does the profile alone make their difference from RandomMask?
+    'random_mask_er': ['--algorithm=random_mask', f'--sparsity={SPARSITY}',
+                       '--sparsity_distribution=er'],
     'sparsyfed': ['--algorithm=sparsyfed', f'--sparsity={SPARSITY}'],
     # PruneFL sizes its model itself; --sparsity caps its density at 1 - S.
     # Its round-time model uses per-layer compute times measured on this
@@ -198,7 +203,8 @@ def _paired_table(setting: str, variants: list[str]) -> list[str]:
 
 
 NAMES = {'fedavg': 'FedAvg (dense)', 'random_mask': 'RandomMask',
-         'feddst': 'FedDST', 'flash_spdst': 'FLASH-SPDST',
+         'feddst': 'FedDST', 'random_mask_er': 'RandomMask, ER profile',
+         'flash_spdst': 'FLASH-SPDST',
          'flash_jmwst': 'FLASH-JMWST', 'sparsyfed': 'SparsyFed',
          'prunefl': 'PruneFL', 'feddst_budgets': 'FedDST, budgets (S=0.8)',
          'flash_jmwst_budgets': 'FLASH-JMWST, budgets (S=0.8)'}
