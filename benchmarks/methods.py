@@ -144,6 +144,17 @@ def command(setting: str, variant: str) -> list[str]:
   return args
 
 
+def _summed(rows: list[dict], key: str) -> float:
+  """`key` summed over a run's rows (empty cells count 0)."""
+  return sum(report_lib.value(r, key) or 0.0 for r in rows)
+
+
+def _complete_rows(setting: str, variant: str) -> list[dict]:
+  """The rows of a run that has all its rounds; [] otherwise."""
+  rows = report_lib.read_rows(record_dir(setting, variant))
+  return rows if rows and int(rows[-1]['round']) >= _ROUNDS.value else []
+
+
 def _budget_labels(rows: list[dict]) -> list[str]:
   prefix, suffix = 'test/budget/', '/client_mean_accuracy'
   return sorted((k[len(prefix):-len(suffix)] for k in rows[0]
@@ -156,7 +167,7 @@ def summarize(setting: str, variant: str) -> list[dict]:
   rows = report_lib.read_rows(record_dir(setting, variant))
   if not rows:
     return []
-  flops = sum(report_lib.value(r, 'round/client_flops') or 0.0 for r in rows)
+  flops = _summed(rows, 'round/client_flops')
   out = [dict(variant=variant, rounds=int(rows[-1]['round']),
               **{f'acc@{mb}MB': report_lib.best_within_mb(rows, mb)
                  for mb in BUDGETS_MB},
@@ -228,8 +239,7 @@ def seed_numbers(variant: str) -> dict[str, dict]:
       continue
     out[setting] = {
         'tail': tail, 'uplink_MB': report_lib.uplink_mb(rows),
-        'client_TFLOP': sum(report_lib.value(r, 'round/client_flops') or 0.0
-                            for r in rows) / 1e12,
+        'client_TFLOP': _summed(rows, 'round/client_flops') / 1e12,
         **{f'acc@{mb}MB': report_lib.best_within_mb(rows, mb)
            for mb in BUDGETS_MB}}
   return out
@@ -352,11 +362,10 @@ def mask_rows() -> list[dict]:
   for v in _VARIANTS.value:
     seeds = []
     for setting in _SETTINGS.value:
-      rows = report_lib.read_rows(record_dir(setting, v))
-      if not rows or int(rows[-1]['round']) < _ROUNDS.value:
+      rows = _complete_rows(setting, v)
+      if not rows:
         continue
-      dense = sum(report_lib.value(r, 'round/client_dense_flops') or 0.0
-                  for r in rows)
+      dense = _summed(rows, 'round/client_dense_flops')
       seeds.append({
           'layers': {k[len('density/'):-len('/kernel')]: report_lib.value(
               rows[-1], k) for k in rows[-1]
@@ -367,8 +376,8 @@ def mask_rows() -> list[dict]:
           'jaccard_50': _at_round(rows, 'finalizer/client_mask_jaccard', 50),
           'jaccard_end': report_lib.value(
               rows[-1], 'finalizer/client_mask_jaccard'),
-          'flops_share': (sum(report_lib.value(r, 'round/client_flops') or 0.0
-                              for r in rows) / dense) if dense else None})
+          'flops_share': (_summed(rows, 'round/client_flops') / dense
+                          if dense else None)})
     if seeds:
       out.append({'variant': v, 'seeds': seeds})
   return out
@@ -415,9 +424,8 @@ def budget_table() -> list[str]:
   for v in _VARIANTS.value:
     per_seed = {}
     for setting in _SETTINGS.value:
-      rows = report_lib.read_rows(record_dir(setting, v))
-      if (not rows or int(rows[-1]['round']) < _ROUNDS.value or
-          not _budget_labels(rows)):
+      rows = _complete_rows(setting, v)
+      if not rows or not _budget_labels(rows):
         continue
       per_seed[setting] = {label: (
           report_lib.tail_mean(

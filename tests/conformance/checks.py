@@ -24,8 +24,9 @@ from tff_feddst.sparsity import schedules
 import conformance_lib as lib
 
 
-def kernels_and_masks(built: lib.Built, state):
-  weights = built.process.get_model_weights(state)
+def kernels_and_masks(built: lib.Built, state, weights=None):
+  if weights is None:
+    weights = built.process.get_model_weights(state)
   kernels, masks, _ = built.layout.split(
       [np.asarray(w) for w in weights.trainable],
       [np.asarray(w) for w in weights.non_trainable])
@@ -36,7 +37,7 @@ def check_masked_weights(built: lib.Built, state, where: str):
   weights = built.process.get_model_weights(state)
   for w in list(weights.trainable) + list(weights.non_trainable):
     assert np.all(np.isfinite(w)), f'{where}: a weight is not finite'
-  kernels, masks = kernels_and_masks(built, state)
+  kernels, masks = kernels_and_masks(built, state, weights)
   for name, k, m in zip(built.layout.kernel_names, kernels, masks):
     assert set(np.unique(m)) <= {0.0, 1.0}, f'{where}: {name} mask not binary'
     assert np.all(k[m == 0] == 0), f'{where}: {name} has masked weights != 0'
